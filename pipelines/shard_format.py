@@ -1,0 +1,80 @@
+"""Token shards in llm.c's `.bin` format, shared by the data pipeline (writer) and training (reader).
+
+Layout (little-endian), the same as llm.c `dev/data/data_common.py` and modded-nanogpt:
+    header: 256 x int32 = [MAGIC=20240520, VERSION=1, n_tokens, 0, ...]
+    body:   n_tokens x uint16
+Writes are atomic: the shard is written under a temporary name in the same directory, fsynced,
+then renamed, so a reader never sees a half-written shard under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+TOKEN_DTYPE = np.dtype("<u2")
+MAX_TOKEN = np.iinfo(np.uint16).max  # GPT-2's 50257 tokens fit in uint16
+
+
+class ShardError(ValueError):
+    """A shard file that is not a valid llm.c token shard."""
+
+
+def make_header(n_tokens: int) -> np.ndarray:
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = MAGIC, VERSION, n_tokens
+    return header
+
+
+def write_shard(path: str | os.PathLike, tokens) -> Path:
+    """Write `tokens` (ints < 65536) atomically as one shard; returns the final path."""
+    path = Path(path)
+    body = np.asarray(tokens)
+    if body.size and (body.min() < 0 or body.max() > MAX_TOKEN):
+        raise ShardError(f"{path}: token ids must lie in [0, {MAX_TOKEN}]")
+    body = body.astype(TOKEN_DTYPE, copy=False)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(make_header(body.size).tobytes())
+        f.write(body.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_header(path: str | os.PathLike) -> int:
+    """Validate a shard's header and size; returns its token count."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(HEADER_BYTES)
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot read shard ({exc.strerror})") from exc
+    if len(raw) < HEADER_BYTES:
+        raise ShardError(f"{path}: truncated header ({len(raw)} of {HEADER_BYTES} bytes)")
+    header = np.frombuffer(raw, dtype="<i4")
+    if header[0] != MAGIC:
+        raise ShardError(f"{path}: bad magic {header[0]} (expected {MAGIC}); not an llm.c shard")
+    if header[1] != VERSION:
+        raise ShardError(f"{path}: unsupported shard version {header[1]} (expected {VERSION})")
+    n_tokens = int(header[2])
+    expected = HEADER_BYTES + n_tokens * TOKEN_DTYPE.itemsize
+    if size != expected:
+        raise ShardError(
+            f"{path}: size {size} bytes does not match header ({n_tokens} tokens -> {expected} bytes)"
+        )
+    return n_tokens
+
+
+def open_tokens(path: str | os.PathLike) -> np.memmap:
+    """Memory-map a shard's tokens (uint16, read-only) after validating its header."""
+    n_tokens = read_header(path)
+    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n_tokens,))
