@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-# Packages that contribute subcommands through a `register(subparsers)` function. Imported
-# lazily by name so `hgpt export-hf` does not pay for importing dagster or mlflow.
+# Packages that contribute subcommands through a `register(subparsers)` function. Their command
+# implementations import heavy modules lazily, so `hgpt export-hf` does not pay for dagster.
 _COMMAND_MODULES = ("model.cli", "training.cli", "pipelines.cli", "evaluation.cli")
 
 
@@ -31,8 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result = args.func(args)
-    return int(result or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError, RuntimeError) as exc:
+        # Errors about the user's input (bad checkpoint, unreadable file, invalid config) carry
+        # a message naming what was wrong; a traceback would bury it. HGPT_DEBUG=1 shows it.
+        if os.environ.get("HGPT_DEBUG"):
+            raise
+        print(f"hgpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
