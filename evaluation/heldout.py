@@ -1,9 +1,17 @@
 """Held-out loss and perplexity on a fixed prefix of the validation shards.
 
-Deterministic by construction: the first `max_tokens` tokens of the validation shards (in
-sorted file order), cut into contiguous (batch, seq_len + 1) windows; the same checkpoint and
-shards always give the same number. llm.c and modded-nanogpt use the first 10,485,760 tokens of
+    hgpt eval CHECKPOINT --val-dir DATA/val --max-tokens 10485760
+
+Deterministic by construction: the first `max_tokens` tokens of the validation shards (in sorted
+file order), cut into contiguous (seq_len + 1)-token windows; the same checkpoint and shards
+always give the same number. llm.c and modded-nanogpt use the first 10,485,760 tokens of
 FineWeb's validation shard.
+
+DDP: when torch.distributed is initialised, rank r evaluates the global batches r, r + world, ...
+(the very same batches, same shapes, as a single process would run), keeps one loss sum per
+window, and an all-reduce of that per-window vector (each entry is non-zero on exactly one rank,
+so the sum is exact) hands every rank all the window sums, which are then added in window order.
+The result is bit-for-bit the single-process one, on every rank.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from typing import Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from model.checkpoint import unwrap_model
 from pipelines.shard_format import open_tokens
 
 LLMC_VAL_TOKENS = 10_485_760
@@ -53,6 +63,28 @@ def validation_windows(shards: Iterable[Path], max_tokens: int, seq_len: int) ->
     return np.stack([stream[s : s + seq_len + 1] for s in starts])
 
 
+def validation_fingerprint(shards: Iterable[Path], max_tokens: int = LLMC_VAL_TOKENS) -> str:
+    """sha256 of exactly the tokens evaluate_loss reads (max_tokens + 1, as little-endian uint16):
+    two losses are comparable only when their fingerprints (and seq_len) agree. Store it as the
+    `val_data` metric of evaluation.champion."""
+    import hashlib
+
+    digest, need = hashlib.sha256(), max_tokens + 1
+    for path in sorted(Path(p) for p in shards):
+        tokens = open_tokens(path)[:need]
+        digest.update(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
+        need -= len(tokens)
+        if need <= 0:
+            break
+    return digest.hexdigest()
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 @torch.no_grad()
 def evaluate_loss(
     model: torch.nn.Module,
@@ -63,21 +95,39 @@ def evaluate_loss(
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> HeldoutResult:
-    """Mean next-token cross-entropy over the first `max_tokens` validation tokens."""
-    seq_len = seq_len or model.config.block_size
+    """Mean next-token cross-entropy over the first `max_tokens` validation tokens.
+
+    Under torch.distributed every rank must call this with the same arguments; all get the same
+    result. `model` may be wrapped in DDP (its inner module is used: no gradient sync needed)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module  # no DDP forward hooks: evaluation never syncs gradients
+    seq_len = seq_len or unwrap_model(model).config.block_size
     windows = torch.from_numpy(validation_windows(shards, max_tokens, seq_len))
+    rank, world = _dist_rank_world()
+    n_windows = len(windows)
+    # float64 sums per window: the final total is then independent of how windows were batched
+    # across ranks, and float64 keeps 10M-token sums from drifting.
+    window_sums = torch.zeros(n_windows, dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
     device_type = torch.device(device).type
-    for i in range(0, len(windows), batch_size):
-        batch = windows[i : i + batch_size].to(device)
-        x, y = batch[:, :-1], batch[:, 1:]
-        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
-            _, loss = model(x, y)
-        total += loss.float().item() * y.numel()  # float64 sum: order-stable across batch sizes
-        count += y.numel()
-    model.train(was_training)
-    mean = total / count
+    try:
+        for b, start in enumerate(range(0, n_windows, batch_size)):
+            if b % world != rank:
+                continue
+            batch = windows[start : start + batch_size].to(device)
+            x, y = batch[:, :-1], batch[:, 1:]
+            with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                logits, _ = model(x)
+            losses = F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none"
+            ).view(y.shape)  # (B, T)
+            window_sums[start : start + len(batch)] = losses.double().sum(dim=1)
+    finally:
+        model.train(was_training)
+    if world > 1:
+        torch.distributed.all_reduce(window_sums, op=torch.distributed.ReduceOp.SUM)
+    count = n_windows * seq_len
+    mean = window_sums.sum().item() / count
     return HeldoutResult(loss=mean, perplexity=math.exp(mean), tokens=count)

@@ -167,6 +167,21 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, vocab_size), and the mean cross-entropy
         against targets (B, T) if given (targets == -1 are ignored)."""
+        x = self.hidden_states(idx, cache)  # (B, T, C)
+        # Only the first vocab_size rows of the (padded) tied matrix become logits: padding
+        # rows can then never be sampled nor enter the softmax of the loss. Slicing rows of a
+        # row-major matrix is a free view.
+        logits = F.linear(x, self.lm_head.weight[: self.config.vocab_size])  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
+            )
+        return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) -> the final LayerNorm's output (B, T, C), the LM head's input. Training
+        uses it to fuse the head with the loss (training/fused_loss.py) without the logits."""
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
@@ -180,17 +195,7 @@ class GPT(nn.Module):
             x = block(x, cache, layer)
         if cache is not None:
             cache.advance(T)
-        x = self.transformer.ln_f(x)
-        # Only the first vocab_size rows of the (padded) tied matrix become logits: padding
-        # rows can then never be sampled nor enter the softmax of the loss. Slicing rows of a
-        # row-major matrix is a free view.
-        logits = F.linear(x, self.lm_head.weight[: self.config.vocab_size])  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        return self.transformer.ln_f(x)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for incremental decoding of `batch_size` sequences."""
