@@ -78,3 +78,33 @@ def open_tokens(path: str | os.PathLike) -> np.memmap:
     """Memory-map a shard's tokens (uint16, read-only) after validating its header."""
     n_tokens = read_header(path)
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n_tokens,))
+
+
+class ShardWriter:
+    """Stream tokens into one shard without holding them in memory: a zero header first, the
+    body appended, the real header written at `close()`. Use it inside a staging directory (see
+    `pipelines.atomic`) or write to a temporary name: until closed the header is all zeros (no
+    magic), so `read_header` rejects a half-written file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.n_tokens = 0
+        self._f = open(self.path, "wb")
+        self._f.write(np.zeros(HEADER_INTS, dtype="<i4").tobytes())
+
+    def write(self, tokens: np.ndarray) -> None:
+        body = np.asarray(tokens)
+        if body.dtype != TOKEN_DTYPE:  # uint16 input needs no range check (the hot path)
+            if body.size and (body.min() < 0 or body.max() > MAX_TOKEN):
+                raise ShardError(f"{self.path}: token ids must lie in [0, {MAX_TOKEN}]")
+            body = body.astype(TOKEN_DTYPE)
+        self._f.write(memoryview(np.ascontiguousarray(body)).cast("B"))
+        self.n_tokens += body.size
+
+    def close(self) -> Path:
+        self._f.seek(0)
+        self._f.write(make_header(self.n_tokens).tobytes())
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        return self.path

@@ -1,0 +1,214 @@
+"""`hgpt data ...`: every stage of the data pipeline from the command line, with progress bars.
+
+    hgpt data snapshots --inbox ../shared/data/docs-sample
+    hgpt data run --input ../shared/data/docs-sample/snapshot-2026-11-a --data-root /tmp/hgpt
+    hgpt data filter --input DIR --out OUT_DIR [--on-error skip]
+    hgpt data dedup --kept OUT_DIR/kept.parquet --out DEDUP_DIR --index INDEX_DIR
+    hgpt data tokenize --docs DEDUP_DIR/kept.parquet --out SHARD_DIR [--shard-tokens N]
+    hgpt data stats --run-dir DATA_ROOT/<snapshot-key>
+    hgpt data hub --name sample-10BT --data-root /tmp/hgpt   # needs network
+
+Each command prints its result as JSON on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def _bar(name: str, total: int | None = None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="doc", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _filter_cfg(args):
+    from pipelines.filtering import FilterStageConfig
+    from pipelines.sources import ReadConfig
+
+    cfg = FilterStageConfig(read=ReadConfig(on_error=args.on_error, limit_docs=args.limit_docs))
+    return replace(cfg, workers=args.workers) if args.workers else cfg
+
+
+def _tokenize_cfg(args):
+    from pipelines.tokenize import TokenizeConfig
+
+    cfg = TokenizeConfig(shard_tokens=args.shard_tokens, val_fraction=args.val_fraction)
+    return replace(cfg, workers=args.workers) if args.workers else cfg
+
+
+def _snapshot(args):
+    from pipelines.sources import local_snapshot
+
+    return local_snapshot(args.input)
+
+
+def cmd_snapshots(args) -> int:
+    from pipelines.sources import discover_local_snapshots
+
+    _print([s.to_dict() for s in discover_local_snapshots(args.inbox)])
+    return 0
+
+
+def cmd_filter(args) -> int:
+    from pipelines.filtering import filter_snapshot
+
+    bar = _bar("filter")
+    result = filter_snapshot(_snapshot(args), args.out, _filter_cfg(args), progress=bar)
+    bar.close()
+    _print(result.to_dict())
+    return 0
+
+
+def cmd_dedup(args) -> int:
+    from pipelines.dedup import dedup_snapshot
+
+    bar = _bar("dedup")
+    result = dedup_snapshot(args.kept, args.out, args.index, snapshot_key=args.key, progress=bar)
+    bar.close()
+    _print(result.to_dict())
+    return 0
+
+
+def cmd_tokenize(args) -> int:
+    from pipelines.tokenize import tokenize_documents
+
+    bar = _bar("tokenize")
+    result = tokenize_documents(args.docs, args.out, _tokenize_cfg(args), progress=bar)
+    bar.close()
+    _print(result.to_dict())
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from pipelines.stats import compute_statistics
+
+    run = Path(args.run_dir)
+    result = compute_statistics(run / "dedup" / "kept.parquet", run / "filtered" / "rejected.parquet",
+                                run / "dedup" / "duplicates.parquet", run / "shards" / "manifest.parquet",
+                                args.out or run / "stats", snapshot_key=run.name)
+    _print(result.to_dict())
+    return 0
+
+
+def _run(snapshot, args) -> int:
+    from pipelines.run import ConservationError, PipelineConfig, run_pipeline
+
+    cfg = PipelineConfig(filter=_filter_cfg(args), tokenize=_tokenize_cfg(args))
+    try:
+        result = run_pipeline(snapshot, args.data_root, cfg, progress_factory=_bar)
+    except ConservationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    c = result.conservation
+    print(
+        f"{snapshot.key}: {c['documents_in']} documents in = {c['kept']} kept + {c['rejected']} rejected "
+        f"+ {c['duplicates']} duplicates; {c['tokens']} tokens; skipped files: {len(c['skipped_files'])}",
+        file=sys.stderr,
+    )
+    _print(result.to_dict())
+    return 0
+
+
+def cmd_run(args) -> int:
+    return _run(_snapshot(args), args)
+
+
+def cmd_hub(args) -> int:
+    from pipelines.sources import HubUnreachableError, hub_snapshot
+
+    try:
+        snapshot = hub_snapshot(args.name, revision=args.revision, limit=args.limit_docs, max_files=args.max_files)
+    except HubUnreachableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _run(snapshot, args)
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="an unreadable file stops the run (raise) or is recorded and skipped (skip)")
+    p.add_argument("--limit-docs", type=int, default=None, help="read at most this many documents")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+
+
+def _tokenize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard-tokens", type=int, default=100_000_000)
+    p.add_argument("--val-fraction", type=float, default=0.01)
+
+
+def _guarded(func):
+    """Turn the pipeline's expected failures into one clear line and exit code 2."""
+
+    def run(args) -> int:
+        from pipelines.sources import SourceError
+        from pipelines.shard_format import ShardError
+
+        try:
+            return func(args)
+        except (SourceError, ShardError, FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            if isinstance(exc, SourceError):
+                print("hint: `--on-error skip` records unreadable files and processes the others", file=sys.stderr)
+            return 2
+
+    run.__name__ = func.__name__
+    return run
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="data pipeline: filter, dedup, tokenize, statistics")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    p = sub.add_parser("snapshots", help="list the local snapshots under an inbox directory")
+    p.add_argument("--inbox", required=True)
+    p.set_defaults(func=_guarded(cmd_snapshots))
+
+    p = sub.add_parser("filter", help="apply FineWeb's quality filters to a local snapshot")
+    p.add_argument("--input", required=True, help="directory of parquet/jsonl(.gz) files")
+    p.add_argument("--out", required=True)
+    _source_args(p)
+    p.set_defaults(func=_guarded(cmd_filter))
+
+    p = sub.add_parser("dedup", help="exact + MinHash dedup against earlier snapshots")
+    p.add_argument("--kept", required=True, help="kept.parquet from `hgpt data filter`")
+    p.add_argument("--out", required=True)
+    p.add_argument("--index", required=True, help="directory of the cross-snapshot dedup index")
+    p.add_argument("--key", default=None, help="snapshot key (default: taken from the path)")
+    p.set_defaults(func=_guarded(cmd_dedup))
+
+    p = sub.add_parser("tokenize", help="GPT-2 tokens into llm.c shards + manifest")
+    p.add_argument("--docs", required=True, help="parquet with text, id, source_file columns")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=None)
+    _tokenize_args(p)
+    p.set_defaults(func=_guarded(cmd_tokenize))
+
+    p = sub.add_parser("stats", help="DuckDB statistics and plots of a processed snapshot")
+    p.add_argument("--run-dir", required=True, help="DATA_ROOT/<snapshot-key> written by `hgpt data run`")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=_guarded(cmd_stats))
+
+    p = sub.add_parser("run", help="every stage for one local snapshot")
+    p.add_argument("--input", required=True)
+    p.add_argument("--data-root", required=True)
+    _source_args(p)
+    _tokenize_args(p)
+    p.set_defaults(func=_guarded(cmd_run))
+
+    p = sub.add_parser("hub", help="every stage for FineWeb from the Hugging Face hub (network)")
+    p.add_argument("--name", required=True, help="a config (sample-10BT) or a dump (CC-MAIN-2024-10)")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--max-files", type=int, default=1)
+    p.add_argument("--data-root", required=True)
+    _source_args(p)
+    _tokenize_args(p)
+    p.set_defaults(func=_guarded(cmd_hub))

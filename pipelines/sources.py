@@ -1,0 +1,348 @@
+"""Where documents come from: a local directory of files in FineWeb's schema, or FineWeb on the
+Hugging Face hub. Both give a `Snapshot` (a stable key, later used as a Dagster partition, plus
+the files) and the same bounded-memory document iterator.
+
+    python -m pipelines.sources ../shared/data/docs-sample      # lists the local snapshots found
+
+A local snapshot's key is its directory name plus 8 hex digits of a hash over its files' names
+and bytes, so a changed file gives a new key. A hub snapshot's key is the config or dump plus the
+dataset revision (a commit sha), resolved once and recorded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HUB_REPO = "HuggingFaceFW/fineweb"
+SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+
+# FineWeb's columns; the pipeline carries these, plus where each document came from.
+SCHEMA = pa.schema(
+    [
+        ("text", pa.string()),
+        ("id", pa.string()),
+        ("dump", pa.string()),
+        ("url", pa.string()),
+        ("date", pa.string()),
+        ("file_path", pa.string()),
+        ("language", pa.string()),
+        ("language_score", pa.float64()),
+        ("token_count", pa.int64()),
+        ("source_file", pa.string()),
+        ("source_row", pa.int64()),
+        # Why a row could not be read as a document (e.g. invalid UTF-8); null for good rows.
+        ("input_error", pa.string()),
+    ]
+)
+_FINEWEB_COLUMNS = [f.name for f in SCHEMA][:9]
+
+
+class SourceError(RuntimeError):
+    """A source file (or the hub) that cannot be read; the message names the file and row."""
+
+
+class HubUnreachableError(SourceError):
+    pass
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A set of input files processed together; `key` is stable and safe as a path/partition."""
+
+    key: str
+    kind: str  # "local" | "hub"
+    files: list[Path] = field(default_factory=list)
+    revision: str | None = None
+    root: Path | None = None
+    limit_docs: int | None = None  # read at most this many documents (part of the key when set)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]*", self.key):
+            raise ValueError(f"snapshot key {self.key!r} must be letters, digits and ._@-")
+        if self.kind not in ("local", "hub"):
+            raise ValueError(f"snapshot kind must be 'local' or 'hub', got {self.kind!r}")
+
+    def to_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "files": [str(f) for f in self.files],
+            "revision": self.revision,
+            "root": str(self.root) if self.root else None,
+            "limit_docs": self.limit_docs,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Snapshot":
+        return cls(key=d["key"], kind=d["kind"], files=[Path(f) for f in d.get("files", [])],
+                   revision=d.get("revision"), root=Path(d["root"]) if d.get("root") else None,
+                   limit_docs=d.get("limit_docs"))
+
+
+def _data_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
+
+
+def _content_hash(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "snapshot"
+
+
+def local_snapshot(directory: str | os.PathLike) -> Snapshot:
+    """A directory of *.parquet / *.jsonl / *.jsonl.gz files in FineWeb's schema."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SourceError(f"{directory}: not a directory")
+    files = _data_files(directory)
+    if not files:
+        raise SourceError(f"{directory}: no {', '.join(SUFFIXES)} files")
+    key = f"{_safe_name(directory.name)}-{_content_hash(files)[:8]}"
+    return Snapshot(key=key, kind="local", files=files, revision=None, root=directory)
+
+
+def discover_local_snapshots(inbox_dir: str | os.PathLike) -> list[Snapshot]:
+    """Every subdirectory of `inbox_dir` holding data files is one snapshot (sorted by name)."""
+    inbox = Path(inbox_dir)
+    if not inbox.is_dir():
+        raise SourceError(f"{inbox}: not a directory")
+    return [local_snapshot(d) for d in sorted(inbox.iterdir()) if d.is_dir() and _data_files(d)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The hub
+
+
+def _hub_list_and_download(repo: str, pattern: str, revision: str | None, cache_dir: str | None, max_files: int | None):
+    """The only function that talks to the network: resolve the revision, list the matching
+    parquet files, download them resumably into the hub cache. Returns (sha, [paths])."""
+    import fnmatch
+
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = HfApi()
+    info = api.dataset_info(repo, revision=revision)
+    names = sorted(s.rfilename for s in info.siblings if fnmatch.fnmatch(s.rfilename, pattern))
+    if max_files is not None:
+        names = names[:max_files]
+    paths = [
+        Path(hf_hub_download(repo, n, repo_type="dataset", revision=info.sha, cache_dir=cache_dir))
+        for n in names
+    ]
+    return info.sha, paths
+
+
+def hub_snapshot(
+    config_or_dump: str,
+    revision: str | None = None,
+    limit: int | None = None,
+    max_files: int | None = 1,
+    cache_dir: str | None = None,
+    repo: str = HUB_REPO,
+) -> Snapshot:
+    """FineWeb from the hub: a config (`sample-10BT`) or a dump (`CC-MAIN-2024-10`), the first
+    `max_files` parquet files (None: all), at most `limit` documents. Files are downloaded
+    resumably into the hub cache; the resolved revision (a commit sha) is part of the key."""
+    if config_or_dump.startswith("CC-MAIN-"):
+        pattern = f"data/{config_or_dump}/*.parquet"
+    else:
+        pattern = f"sample/{config_or_dump.removeprefix('sample-')}/*.parquet"
+    try:
+        sha, files = _hub_list_and_download(repo, pattern, revision, cache_dir, max_files)
+    except Exception as exc:  # the hub client raises many types for "no network"
+        raise HubUnreachableError(
+            f"cannot reach the Hugging Face hub for {repo} ({config_or_dump}): {exc.__class__.__name__}: {exc}. "
+            "Without network access, put the parquet/jsonl files in a directory and use it as a "
+            "local snapshot: `hgpt data run --input DIR` (or `local_snapshot(DIR)`)."
+        ) from exc
+    if not files:
+        raise SourceError(f"{repo}@{sha}: no files match {pattern}")
+    key = f"{_safe_name(config_or_dump)}@{sha[:12]}" + (f"-n{limit}" if limit is not None else "")
+    return Snapshot(key=key, kind="hub", files=files, revision=sha, limit_docs=limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading documents
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How documents are read: batches of at most `batch_rows` documents and `batch_bytes`
+    characters of text bound memory; `on_error` decides what an unreadable file does ("raise"
+    stops, "skip" records it and goes on with the other files)."""
+
+    batch_rows: int = 256
+    batch_bytes: int = 32 << 20
+    on_error: str = "raise"
+    limit_docs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_rows < 1 or self.batch_bytes < 1:
+            raise ValueError("batch_rows and batch_bytes must be >= 1")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.limit_docs is not None and self.limit_docs < 0:
+            raise ValueError("limit_docs must be >= 0")
+
+
+@dataclass
+class SkippedFile:
+    file: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "error": self.error}
+
+
+def _row(values: dict, source_file: str, source_row: int) -> dict:
+    doc = {name: values.get(name) for name in _FINEWEB_COLUMNS}
+    if doc["id"] is None:
+        doc["id"] = f"{source_file}#{source_row}"
+    doc["source_file"] = source_file
+    doc["source_row"] = source_row
+    doc["input_error"] = None
+    return doc
+
+
+def _iter_parquet(path: Path, cfg: ReadConfig) -> Iterator[list[dict]]:
+    name = path.name
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise SourceError(f"{path}: not a readable parquet file ({exc})") from exc
+    columns = [c for c in _FINEWEB_COLUMNS if c in pf.schema_arrow.names]
+    if "text" not in columns:
+        raise SourceError(f"{path}: no 'text' column (columns: {', '.join(pf.schema_arrow.names)})")
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=columns):
+            docs = []
+            for values in batch.to_pylist():
+                docs.append(_row(values, name, row))
+                row += 1
+            yield docs
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"{path}: unreadable at row {row} ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _iter_jsonl(path: Path, cfg: ReadConfig) -> Iterator[list[dict]]:
+    name = path.name
+    opener = gzip.open if path.name.endswith(".gz") else open
+    docs: list[dict] = []
+    row = -1
+    try:
+        with opener(path, "rb") as f:
+            for row, raw in enumerate(f):
+                # A line that is not UTF-8 or not JSON is one bad document, not a bad file.
+                try:
+                    values = json.loads(raw.decode("utf-8"))
+                    if not isinstance(values, dict):
+                        raise ValueError("not a JSON object")
+                    if row == 0 and "text" not in values:
+                        raise SourceError(f"{path}: no 'text' field in row 0 (fields: {', '.join(values)})")
+                    doc = _row(values, name, row)
+                except UnicodeDecodeError as exc:
+                    doc = _row({}, name, row)
+                    doc["input_error"] = f"invalid_utf8: {path}:{row + 1}: byte {exc.start}: {exc.reason}"
+                except ValueError as exc:
+                    doc = _row({}, name, row)
+                    doc["input_error"] = f"invalid_json: {path}:{row + 1}: {exc}"
+                docs.append(doc)
+                if len(docs) >= cfg.batch_rows:
+                    yield docs
+                    docs = []
+    except SourceError:
+        raise
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise SourceError(f"{path}: unreadable after row {row} ({exc.__class__.__name__}: {exc})") from exc
+    if docs:
+        yield docs
+
+
+def _by_bytes(batches: Iterator[list[dict]], limit: int) -> Iterator[list[dict]]:
+    """Cut batches further so that the text of one batch stays under `limit` characters (a
+    batch always holds at least one document): a few huge pages cannot blow up memory."""
+    for batch in batches:
+        out: list[dict] = []
+        size = 0
+        for doc in batch:
+            n = len(doc["text"]) if isinstance(doc.get("text"), str) else 0
+            if out and size + n > limit:
+                yield out
+                out, size = [], 0
+            out.append(doc)
+            size += n
+        if out:
+            yield out
+
+
+def iter_file_batches(path: Path, cfg: ReadConfig = ReadConfig()) -> Iterator[list[dict]]:
+    """Documents of one file in batches of dicts (SCHEMA's columns)."""
+    path = Path(path)
+    if path.name.endswith(".parquet"):
+        yield from _by_bytes(_iter_parquet(path, cfg), cfg.batch_bytes)
+    elif path.name.endswith((".jsonl", ".jsonl.gz")):
+        yield from _by_bytes(_iter_jsonl(path, cfg), cfg.batch_bytes)
+    else:
+        raise SourceError(f"{path}: unknown file type (expected {', '.join(SUFFIXES)})")
+
+
+def iter_documents(
+    snapshot: Snapshot, cfg: ReadConfig = ReadConfig(), skipped: list[SkippedFile] | None = None
+) -> Iterator[list[dict]]:
+    """All documents of a snapshot, file by file in name order, in batches of at most
+    `cfg.batch_rows` documents. With `on_error="skip"`, a file that fails is appended to
+    `skipped` and the other files go on; documents it yielded before failing are kept (they
+    were read correctly), so conservation holds over what was read."""
+    limits = [x for x in (cfg.limit_docs, snapshot.limit_docs) if x is not None]
+    if limits:
+        cfg = ReadConfig(cfg.batch_rows, cfg.batch_bytes, cfg.on_error, min(limits))
+    seen = 0
+    for path in snapshot.files:
+        try:
+            for batch in iter_file_batches(path, cfg):
+                if cfg.limit_docs is not None:
+                    batch = batch[: max(0, cfg.limit_docs - seen)]
+                if batch:
+                    seen += len(batch)
+                    yield batch
+                if cfg.limit_docs is not None and seen >= cfg.limit_docs:
+                    return
+        except SourceError as exc:
+            if cfg.on_error == "raise":
+                raise
+            if skipped is not None:
+                skipped.append(SkippedFile(str(path), str(exc)))
+            print(f"warning: skipping {exc}", file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    for snap in discover_local_snapshots(argv[0] if argv else "."):
+        print(json.dumps(snap.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
