@@ -89,7 +89,7 @@ def greedy_lookup(gpt, prompt: list[int], max_new_tokens: int, eot: int | None,
         seq.extend(new)
         # Keys/values of rejected drafts stay in the buffer but beyond pos, where the next
         # write overwrites them and no read reaches.
-        cache.pos = start + 1 + accepted
+        cache.rewind(start + 1 + accepted)
     out = out[:max_new_tokens]
     if eot is not None and eot in out:
         out = out[: out.index(eot)]

@@ -27,5 +27,12 @@ class KVCache:
         """Called once per forward pass, after every layer has stored its keys."""
         self.pos += n
 
+    def rewind(self, pos: int) -> None:
+        """Forget every position from `pos` on (speculative decoding drops rejected guesses).
+        The stale keys stay in memory and are overwritten by the next update."""
+        if not 0 <= pos <= self.pos:
+            raise ValueError(f"cannot rewind KV cache to {pos}: it holds {self.pos} positions")
+        self.pos = pos
+
     def reset(self) -> None:
         self.pos = 0
