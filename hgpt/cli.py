@@ -12,7 +12,13 @@ import sys
 
 # Packages that contribute subcommands through a `register(subparsers)` function. Their command
 # implementations import heavy modules lazily, so `hgpt export-hf` does not pay for dagster.
-_COMMAND_MODULES = ("model.cli", "training.cli", "pipelines.cli", "evaluation.cli")
+_COMMAND_MODULES = (
+    "model.cli",
+    "training.cli",
+    "pipelines.cli",
+    "evaluation.cli",
+    "pipelines.orchestration.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

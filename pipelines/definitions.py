@@ -1,0 +1,47 @@
+"""The Dagster code location: every asset, check, job, schedule and sensor of the project.
+
+    DAGSTER_HOME=$PWD/workspace/dagster dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+    hgpt ui                                  # the same, with the workspace set up first
+    dagster definitions validate -w workspace.yaml
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions, multiprocess_executor
+
+from pipelines.orchestration.assets import ALL_ASSETS
+from pipelines.orchestration.jobs import (
+    process_snapshot_job,
+    retrain_gpt2_job,
+    retrain_job,
+    retrain_on_new_shards,
+    weekly_retraining,
+)
+from pipelines.orchestration.mlflow_resource import MLflowTracking
+from pipelines.orchestration.pipes_launcher import TrainingLauncher
+from pipelines.orchestration.resources import WorkspaceResource
+from pipelines.orchestration.sensors import HubWatch, fineweb_hub_sensor, snapshot_inbox_sensor
+
+
+def build_definitions(resources: dict | None = None, executor=None) -> Definitions:
+    """The project's Definitions; tests pass their own resources (temporary workspace, MLflow),
+    a cluster deployment its executor (e.g. dagster_k8s.k8s_job_executor; see
+    pipelines/orchestration/SCALE_OUT.md)."""
+    return Definitions(
+        assets=ALL_ASSETS,
+        jobs=[process_snapshot_job, retrain_job, retrain_gpt2_job],
+        schedules=[weekly_retraining],
+        sensors=[snapshot_inbox_sensor, fineweb_hub_sensor, retrain_on_new_shards],
+        resources={
+            "workspace": WorkspaceResource(),
+            "mlflow": MLflowTracking(),
+            "launcher": TrainingLauncher(),
+            "hub": HubWatch(),
+            **(resources or {}),
+        },
+        # Snapshot partitions run side by side; `gpu`-pool steps (training, evaluation) one at a time.
+        executor=executor or multiprocess_executor.configured({"max_concurrent": 2}),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,383 @@
+"""Data assets, one partition per snapshot: raw -> filtered -> deduplicated -> token shards -> statistics.
+
+Each asset is a thin call of a plain stage function of `pipelines` (which writes its output
+atomically under workspace/data/<snapshot>/<stage> and skips work it already did with the same
+inputs), plus metadata for the Dagster UI and an MLflow run.
+"""
+
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from pipelines.orchestration import snapshots as registry
+from pipelines.orchestration.configs import FilterAssetConfig, StageConfig, TokenizeAssetConfig
+from pipelines.orchestration.metadata import counts_table, json_md, md_table, png_markdown
+from pipelines.orchestration.mlflow_resource import MLflowTracking, log_table_artifact
+from pipelines.orchestration.resources import WorkspaceResource
+
+GROUP = "data"
+
+
+def stage_dir(workspace: WorkspaceResource, key: str, stage: str) -> Path:
+    return workspace.ws().snapshot_dir(key) / stage
+
+
+def _fresh(out: Path, force: bool) -> None:
+    if force and out.exists():
+        shutil.rmtree(out)
+
+
+def _count_rows(path: str | Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+@asset(
+    partitions_def=registry.SNAPSHOTS,
+    group_name=GROUP,
+    kinds={"parquet"},
+    code_version="raw-1",
+    description="The documents of one snapshot as they arrived (local FineWeb-schema files or a "
+    "FineWeb dump from the hub): files, document and token counts.",
+)
+def raw_documents(context: AssetExecutionContext, workspace: WorkspaceResource,
+                  mlflow: MLflowTracking) -> MaterializeResult:
+    key = context.partition_key
+    snapshot = registry.resolve(workspace.ws(), key, workspace.inbox_dir())
+    with mlflow.asset_run(context) as run:
+        files, docs, tokens, size = [], 0, 0, 0
+        for path in snapshot.files:
+            path = Path(path)
+            if path.name.endswith(".parquet"):
+                pf = pq.ParquetFile(path)
+                n = pf.metadata.num_rows
+                t = 0
+                if "token_count" in pf.schema_arrow.names:
+                    col = pq.read_table(path, columns=["token_count"])["token_count"]
+                    t = int(sum(v for v in col.to_pylist() if v is not None))
+            else:
+                from pipelines.sources import ReadConfig, iter_file_batches
+
+                n = t = 0
+                for batch in iter_file_batches(path, ReadConfig()):
+                    n += len(batch)
+                    t += sum(d.get("token_count") or 0 for d in batch)
+            files.append({"file": path.name, "documents": n, "token_count": t, "bytes": path.stat().st_size})
+            docs, tokens, size = docs + n, tokens + t, size + path.stat().st_size
+        out = stage_dir(workspace, key, "raw")
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"snapshot": snapshot.to_dict(), "documents": docs, "token_count": tokens,
+                   "bytes": size, "files": files}
+        (out / "snapshot.json").write_text(json.dumps(summary, indent=2) + "\n")
+        metadata = {
+            "snapshot_key": key,
+            "kind": snapshot.kind,
+            "revision": snapshot.revision or "",
+            "documents": docs,
+            "token_count (as recorded in the files)": tokens,
+            "bytes": size,
+            "files": MetadataValue.md(md_table(files)),
+            "path": MetadataValue.path(str(snapshot.root or out)),
+        }
+        if run is not None:
+            run.log_params({"snapshot_key": key, "kind": snapshot.kind, "root": str(snapshot.root)})
+            run.log_metrics({"documents": docs, "token_count": tokens, "bytes": size})
+            log_table_artifact(run, files, "files.json")
+            metadata.update(run.dagster_metadata())
+    return MaterializeResult(metadata=metadata)
+
+
+@asset(
+    partitions_def=registry.SNAPSHOTS,
+    group_name=GROUP,
+    deps=[raw_documents],
+    kinds={"parquet"},
+    code_version="filter-1",
+    description="FineWeb's quality filters (Gopher repetition and quality, C4, FineWeb's own) over "
+    "one snapshot: kept.parquet and rejected.parquet with the rule that rejected each document.",
+    check_specs=[AssetCheckSpec("documents_conserved", asset="filtered_documents",
+                                description="kept + rejected = documents read")],
+)
+def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig,
+                       workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
+    from pipelines.filtering import FilterStageConfig, filter_snapshot
+    from pipelines.filters import FilterConfig
+    from pipelines.sources import ReadConfig
+
+    key = context.partition_key
+    snapshot = registry.resolve(workspace.ws(), key, workspace.inbox_dir())
+    filters = FilterConfig()
+    overrides = json.loads(config.filter_overrides_json or "{}")
+    if overrides:
+        merged = filters.to_dict()
+        for name, value in overrides.items():
+            if isinstance(value, dict) and isinstance(merged.get(name), dict):
+                merged[name] = {**merged[name], **value}
+            else:
+                merged[name] = value
+        filters = FilterConfig.from_dict(merged)
+    cfg = FilterStageConfig(filters=filters, read=ReadConfig(limit_docs=config.limit_docs))
+    out = stage_dir(workspace, key, "filtered")
+    _fresh(out, config.force)
+    with mlflow.asset_run(context) as run:
+        result = filter_snapshot(snapshot, out, cfg)
+        kept_rows, rejected_rows = _count_rows(result.kept_path), _count_rows(result.rejected_path)
+        conserved = result.docs_in == kept_rows + rejected_rows
+        metadata = {
+            "documents_in": result.docs_in,
+            "kept": result.kept,
+            "rejected": result.rejected,
+            "kept_fraction": round(result.kept / max(1, result.docs_in), 4),
+            "rejected_by_filter": MetadataValue.md(counts_table(result.rejected_by_filter, "filter")),
+            "rejected_by_rule": MetadataValue.md(counts_table(result.rejected_by_rule, "rule")),
+            "kept_sha256": result.kept_sha256,
+            "filter_config": json_md(filters.to_dict()),
+            "filter_config_sha256": _sha(filters.to_dict()),
+            "skipped_files": len(result.skipped_files),
+            "path": MetadataValue.path(str(out)),
+        }
+        if run is not None:
+            run.log_params({"filters": filters.to_dict(), "limit_docs": config.limit_docs})
+            run.log_metrics({"documents_in": result.docs_in, "kept": result.kept,
+                             "rejected": result.rejected, **{f"rejected.{k}": v for k, v in
+                                                             result.rejected_by_filter.items()}})
+            log_table_artifact(run, [{"rule": k, "documents": v} for k, v in
+                                     result.rejected_by_rule.items()], "rejections_by_rule.json")
+            run.log_dict(result.to_dict(), "filter_result.json")
+            metadata.update(run.dagster_metadata())
+    check = AssetCheckResult(
+        check_name="documents_conserved",
+        passed=bool(conserved),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"documents_in": result.docs_in, "kept_rows": kept_rows, "rejected_rows": rejected_rows},
+    )
+    return MaterializeResult(metadata=metadata, check_results=[check])
+
+
+@asset(
+    partitions_def=registry.SNAPSHOTS,
+    group_name=GROUP,
+    deps=[filtered_documents],
+    kinds={"parquet"},
+    code_version="dedup-1",
+    description="Exact and MinHash near-duplicate removal within the snapshot and against every "
+    "snapshot deduplicated before it (a cross-snapshot index under workspace/data/dedup-index).",
+    check_specs=[AssetCheckSpec("documents_conserved", asset="deduplicated_documents",
+                                description="kept + exact + near duplicates = documents in")],
+)
+def deduplicated_documents(context: AssetExecutionContext, config: StageConfig,
+                           workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
+    from pipelines.dedup import DedupConfig, dedup_snapshot
+
+    key = context.partition_key
+    kept = stage_dir(workspace, key, "filtered") / "kept.parquet"
+    if not kept.exists():
+        raise FileNotFoundError(f"{kept}: materialize filtered_documents[{key}] first")
+    out = stage_dir(workspace, key, "dedup")
+    _fresh(out, config.force)
+    cfg = DedupConfig()
+    with mlflow.asset_run(context) as run:
+        result = dedup_snapshot(kept, out, workspace.ws().dedup_index, cfg, snapshot_key=key)
+        kept_rows, dup_rows = _count_rows(result.kept_path), _count_rows(result.duplicates_path)
+        metadata = {
+            "documents_in": result.docs_in,
+            "kept": result.kept,
+            "exact_duplicates": result.exact_duplicates,
+            "near_duplicates": result.near_duplicates,
+            "kept_sha256": result.kept_sha256,
+            "dedup_config": json_md(asdict(cfg)),
+            "path": MetadataValue.path(str(out)),
+        }
+        if run is not None:
+            run.log_params(asdict(cfg))
+            run.log_metrics({"documents_in": result.docs_in, "kept": result.kept,
+                             "exact_duplicates": result.exact_duplicates,
+                             "near_duplicates": result.near_duplicates})
+            run.log_dict(result.to_dict(), "dedup_result.json")
+            metadata.update(run.dagster_metadata())
+    check = AssetCheckResult(
+        check_name="documents_conserved",
+        passed=result.docs_in == kept_rows + dup_rows and result.docs_in == _count_rows(kept),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"documents_in": result.docs_in, "kept_rows": kept_rows, "duplicate_rows": dup_rows,
+                  "filtered_kept_rows": _count_rows(kept)},
+    )
+    return MaterializeResult(metadata=metadata, check_results=[check])
+
+
+def _sha(obj) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def verify_shards(out_dir: Path, manifest_path: Path) -> tuple[bool, list[str]]:
+    """Every shard's llm.c header must agree with its size and with the manifest's token count."""
+    from pipelines.shard_format import ShardError, read_header
+
+    problems: list[str] = []
+    manifest = pq.read_table(manifest_path).to_pylist()
+    shard_rows = _manifest_shard_counts(manifest)
+    on_disk = sorted(p.name for p in out_dir.glob("*.bin"))
+    if sorted(shard_rows) != on_disk:
+        problems.append(f"manifest lists {sorted(shard_rows)}, directory has {on_disk}")
+    for name, expected in sorted(shard_rows.items()):
+        try:
+            n = read_header(out_dir / name)
+        except (ShardError, OSError) as exc:
+            problems.append(str(exc))
+            continue
+        if expected is not None and n != expected:
+            problems.append(f"{name}: header says {n} tokens, manifest {expected}")
+    return not problems, problems
+
+
+def _manifest_shard_counts(manifest: list[dict]) -> dict[str, int | None]:
+    """{shard file: tokens} from the manifest, whether it has one row per shard or per document."""
+    if not manifest:
+        return {}
+    cols = manifest[0].keys()
+    shard_col = next((c for c in ("shard", "file", "shard_file", "path", "name") if c in cols), None)
+    tok_col = next((c for c in ("n_tokens", "tokens", "token_count", "num_tokens") if c in cols), None)
+    if shard_col is None:
+        raise ValueError(f"manifest has no shard column (columns: {sorted(cols)})")
+    counts: dict[str, int | None] = {}
+    for row in manifest:
+        name = Path(str(row[shard_col])).name
+        if tok_col is None:
+            counts[name] = None
+        else:
+            counts[name] = (counts.get(name) or 0) + int(row[tok_col])
+    return counts
+
+
+@asset(
+    partitions_def=registry.SNAPSHOTS,
+    group_name=GROUP,
+    deps=[deduplicated_documents],
+    kinds={"numpy"},
+    code_version="tokenize-1",
+    description="GPT-2 BPE token shards in llm.c's .bin format (val_000000.bin first, then "
+    "train_*.bin) with manifest.parquet; the content hash identifies the exact tokens.",
+    check_specs=[AssetCheckSpec("shard_headers_match_manifest", asset="token_shards",
+                                description="every shard header is valid and agrees with manifest.parquet")],
+)
+def token_shards(context: AssetExecutionContext, config: TokenizeAssetConfig,
+                 workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
+    from dataclasses import replace
+
+    from pipelines.tokenize import TokenizeConfig, tokenize_documents
+
+    key = context.partition_key
+    docs = stage_dir(workspace, key, "dedup") / "kept.parquet"
+    if not docs.exists():
+        raise FileNotFoundError(f"{docs}: materialize deduplicated_documents[{key}] first")
+    out = stage_dir(workspace, key, "shards")
+    _fresh(out, config.force)
+    cfg = TokenizeConfig()
+    if config.val_fraction is not None:
+        cfg = replace(cfg, val_fraction=config.val_fraction)
+    if config.shard_tokens is not None:
+        cfg = replace(cfg, shard_tokens=config.shard_tokens)
+    with mlflow.asset_run(context) as run:
+        result = tokenize_documents(docs, out, cfg)
+        manifest = Path(result.manifest_path)
+        ok, problems = verify_shards(out, manifest)
+        docs_in = _count_rows(docs)
+        if result.docs != docs_in:
+            ok = False
+            problems.append(f"{result.docs} documents tokenized, {docs_in} in the deduplicated input")
+        shards = [Path(p).name for p in result.shards]
+        metadata = {
+            "content_hash": result.content_hash,
+            "documents": result.docs,
+            "val_documents": result.val_docs,
+            "train_documents": result.train_docs,
+            "val_tokens": result.val_tokens,
+            "train_tokens": result.train_tokens,
+            "shards": len(shards),
+            "shard_files": MetadataValue.md(md_table(
+                [{"shard": s, "tokens": _header_tokens(out / s)} for s in shards])),
+            "tokenize_config": json_md({k: v for k, v in asdict(cfg).items() if k != "workers"}),
+            "manifest": MetadataValue.path(str(manifest)),
+            "path": MetadataValue.path(str(out)),
+        }
+        if run is not None:
+            run.log_params({"val_fraction": cfg.val_fraction, "shard_tokens": cfg.shard_tokens})
+            run.log_metrics({"documents": result.docs, "val_tokens": result.val_tokens,
+                             "train_tokens": result.train_tokens, "shards": len(shards)})
+            run.set_tags({"content_hash": result.content_hash})
+            run.log_dict(result.to_dict(), "tokenize_result.json")
+            run.log_artifact(manifest)
+            metadata.update(run.dagster_metadata())
+    check = AssetCheckResult(
+        check_name="shard_headers_match_manifest",
+        passed=ok,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+                  "shards": len(shards)},
+    )
+    return MaterializeResult(metadata=metadata, check_results=[check])
+
+
+def _header_tokens(path: Path) -> int:
+    from pipelines.shard_format import read_header
+
+    return read_header(path)
+
+
+@asset(
+    partitions_def=registry.SNAPSHOTS,
+    group_name=GROUP,
+    deps=[filtered_documents, deduplicated_documents, token_shards],
+    kinds={"duckdb"},
+    code_version="stats-1",
+    description="Dataset statistics computed with DuckDB over the stage outputs: counts, length and "
+    "token distributions, rejection reasons, as parquet/JSON tables and PNG plots.",
+)
+def dataset_statistics(context: AssetExecutionContext, config: StageConfig,
+                       workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
+    from pipelines.stats import compute_statistics
+
+    key = context.partition_key
+    base = workspace.ws().snapshot_dir(key)
+    out = base / "stats"
+    _fresh(out, config.force)
+    with mlflow.asset_run(context) as run:
+        result = compute_statistics(
+            base / "dedup" / "kept.parquet", base / "filtered" / "rejected.parquet",
+            base / "dedup" / "duplicates.parquet", base / "shards" / "manifest.parquet",
+            out, snapshot_key=key,
+        )
+        summary = {k: v for k, v in result.summary.items() if k != "quantile_levels"}
+        tables = json.loads(Path(result.stats_json).read_text())
+        metadata = {
+            **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            "rejections": MetadataValue.md(md_table(tables.get("rejections", []))),
+            "per_split": MetadataValue.md(md_table(tables.get("per_split", []))),
+            "top_domains": MetadataValue.md(md_table(tables.get("top_domains", []))),
+            "stats_json": MetadataValue.path(result.stats_json),
+            "path": MetadataValue.path(str(out)),
+        }
+        if result.plots:
+            metadata["plots"] = png_markdown(result.plots, f"Snapshot {key}")
+        if run is not None:
+            run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+            run.log_artifacts(out, "statistics")
+            metadata.update(run.dagster_metadata())
+    return MaterializeResult(metadata=metadata)
+
+
+DATA_ASSETS = [raw_documents, filtered_documents, deduplicated_documents, token_shards, dataset_statistics]

@@ -1,0 +1,382 @@
+"""Training and evaluation assets: trained_checkpoint -> evaluation, samples.
+
+`trained_checkpoint` trains on the token shards of every materialized snapshot (or the subset
+named in its config), in a Dagster Pipes subprocess under torchrun (pipelines/orchestration/
+train_entry.py), holding the `gpu` concurrency pool. It records exactly which snapshots (keys and
+content hashes) it used: in the model checkpoint's own index, in the asset metadata, as MLflow
+tags, and on the registered model version.
+"""
+
+
+import json
+import math
+from pathlib import Path
+
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    AutomationCondition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from pipelines.orchestration.assets.data import filtered_documents, token_shards
+from pipelines.orchestration.configs import EvaluationConfig, SamplesConfig, TrainingConfig
+from pipelines.orchestration.metadata import git_commit, hash_strings, json_md, md_table
+from pipelines.orchestration.mlflow_resource import MLflowTracking
+from pipelines.orchestration.pipes_launcher import TrainingLauncher
+from pipelines.orchestration.resources import WorkspaceResource
+
+TRAIN_ENTRY = "pipelines.orchestration.train_entry"
+MODEL_SUBDIR = "model"  # RUN_DIR/model: the final weights as a model-only checkpoint + lineage
+
+# "New shards since the last training": some snapshot's token_shards were (re)materialized after
+# this asset was last requested or materialized, and nothing upstream is still running.
+NEW_SHARDS_SINCE_LAST_TRAINING = (
+    AutomationCondition.any_deps_updated().since_last_handled()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("new shards since the last training")
+
+
+def latest_metadata(instance, key: AssetKey | str, partition: str | None = None) -> dict | None:
+    """Metadata (raw values) of the newest materialization of an asset (partition)."""
+    key = AssetKey(key) if isinstance(key, str) else key
+    flt = AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None)
+    records = instance.fetch_materializations(flt, limit=1).records
+    if not records:
+        return None
+    mat = records[0].asset_materialization
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+def training_inputs(instance, workspace: WorkspaceResource, selected: list[str] | None) -> list[dict]:
+    """The snapshots to train on, each with its shard directory and content hash."""
+    materialized = instance.get_materialized_partitions(token_shards.key)
+    if selected:
+        missing = sorted(set(selected) - set(materialized))
+        if missing:
+            raise Failure(f"token_shards not materialized for snapshot(s): {', '.join(missing)}")
+        keys = sorted(set(selected))
+    else:
+        keys = sorted(materialized)
+    if not keys:
+        raise Failure("no snapshot has materialized token_shards yet: process a snapshot first")
+    inputs = []
+    for key in keys:
+        shards = latest_metadata(instance, token_shards.key, key) or {}
+        filtered = latest_metadata(instance, filtered_documents.key, key) or {}
+        shard_dir = workspace.ws().snapshot_dir(key) / "shards"
+        if not any(shard_dir.glob("train_*.bin")):
+            raise Failure(f"{shard_dir}: no train_*.bin shards for snapshot {key}")
+        inputs.append({
+            "snapshot": key,
+            "shard_dir": str(shard_dir),
+            "content_hash": shards.get("content_hash"),
+            "filter_config_sha256": filtered.get("filter_config_sha256"),
+        })
+    return inputs
+
+
+def lineage_of(inputs: list[dict]) -> dict:
+    return {
+        "snapshot_keys": [i["snapshot"] for i in inputs],
+        "shard_content_hashes": {i["snapshot"]: i["content_hash"] for i in inputs},
+        "shard_manifest_hash": hash_strings(f"{i['snapshot']}={i['content_hash']}" for i in inputs),
+        "filter_config_sha256": sorted({str(i["filter_config_sha256"]) for i in inputs}),
+        "git_commit": git_commit(),
+    }
+
+
+def lineage_tags(lineage: dict) -> dict[str, str]:
+    return {
+        "hgpt.snapshot_keys": ",".join(lineage["snapshot_keys"]),
+        "hgpt.shard_manifest_hash": lineage["shard_manifest_hash"],
+        "hgpt.filter_config_sha256": ",".join(lineage["filter_config_sha256"]),
+        "hgpt.git_commit": lineage["git_commit"],
+    }
+
+
+def export_model(run_dir: Path, lineage: dict) -> tuple[Path, Path]:
+    """The newest verified training checkpoint, re-written as a model-only checkpoint under
+    RUN_DIR/model whose checkpoint.json metadata holds the lineage (snapshot keys, hashes)."""
+    from model.checkpoint import load_model, resolve_checkpoint, write_checkpoint
+
+    ckpt = resolve_checkpoint(run_dir)  # verifies hashes of every file
+    model = load_model(ckpt)
+    source = {"training_checkpoint": str(ckpt), "step": ckpt.name}
+    out = write_checkpoint(run_dir / MODEL_SUBDIR, model, metadata={**lineage, **source})
+    return ckpt, out
+
+
+def log_model(mlflow: MLflowTracking, run, model_dir: Path, lineage: dict, context) -> dict:
+    """The checkpoint as an MLflow pyfunc model (from code, no pickle) and a registered version."""
+    import mlflow as mlflow_lib
+
+    mlflow_lib.set_tracking_uri(mlflow.resolved_uri())
+    mlflow_lib.set_registry_uri(mlflow.resolved_uri())
+    code = Path(__file__).resolve().parents[1] / "mlflow_model.py"
+    with mlflow_lib.start_run(run_id=run.run_id):
+        info = mlflow_lib.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"checkpoint": str(model_dir)},
+            pip_requirements=["torch", "safetensors", "tiktoken", "numpy", "homebrew-gpt2"],
+            registered_model_name=mlflow.registered_model_name,
+            await_registration_for=60,
+            tags=lineage_tags(lineage),
+        )
+    version = str(info.registered_model_version)
+    client = mlflow.client()
+    for k, v in {**lineage_tags(lineage), "dagster.run_id": context.run.run_id,
+                 "mlflow.run_id": run.run_id}.items():
+        client.set_model_version_tag(mlflow.registered_model_name, version, k, v)
+    return {"model_uri": info.model_uri, "registered_model": mlflow.registered_model_name,
+            "version": version}
+
+
+@asset(
+    group_name="training",
+    deps=[AssetDep(token_shards, partition_mapping=AllPartitionMapping())],
+    pool="gpu",
+    kinds={"pytorch"},
+    code_version="train-1",
+    automation_condition=NEW_SHARDS_SINCE_LAST_TRAINING,
+    description="GPT-2 trained from scratch on the token shards of the materialized snapshots, "
+    "through Dagster Pipes under torchrun; the final weights as a verified safetensors checkpoint, "
+    "an MLflow model and a registered model version with lineage tags.",
+)
+def trained_checkpoint(context: AssetExecutionContext, config: TrainingConfig,
+                       workspace: WorkspaceResource, mlflow: MLflowTracking,
+                       launcher: TrainingLauncher) -> MaterializeResult:
+    inputs = training_inputs(context.instance, workspace, config.snapshots)
+    lineage = lineage_of(inputs)
+    run_dir = workspace.ws().runs / f"train-{context.run.run_id[:8]}"
+    cfg = config.train_config(data=[i["shard_dir"] for i in inputs], out=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "lineage.json").write_text(json.dumps({**lineage, "inputs": inputs}, indent=2) + "\n")
+    context.log.info(f"training on {len(inputs)} snapshot(s): {', '.join(lineage['snapshot_keys'])}")
+    with mlflow.asset_run(context, run_name=f"train {cfg.model} {context.run.run_id[:8]}",
+                          tags=lineage_tags(lineage)) as run:
+        spec = {
+            "train_config": cfg.to_dict(),
+            "lineage": lineage,
+            "mlflow": {"tracking_uri": run.tracking_uri, "run_id": run.run_id} if run else None,
+        }
+        spec_path = run_dir / "dagster_spec.json"
+        spec_path.write_text(json.dumps(spec, indent=2, default=str) + "\n")
+        invocation = launcher.run(context=context, extras={"run_dir": str(run_dir)},
+                                  module=TRAIN_ENTRY, args=["--spec", str(spec_path)])
+        reported = {}
+        try:
+            reported = dict(invocation.get_materialize_result().metadata or {})
+        except Exception:  # no materialization reported (e.g. Pipes disabled in the child)
+            pass
+        result = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").exists() else {}
+        ckpt, model_dir = export_model(run_dir, lineage)
+        metadata = {
+            "snapshot_keys": MetadataValue.json(lineage["snapshot_keys"]),
+            "inputs": MetadataValue.md(md_table(inputs)),
+            "shard_manifest_hash": lineage["shard_manifest_hash"],
+            "git_commit": lineage["git_commit"],
+            "preset": str(getattr(config.preset, "value", config.preset)),
+            "train_config": json_md(cfg.to_dict()),
+            "run_dir": MetadataValue.path(str(run_dir)),
+            "training_checkpoint": MetadataValue.path(str(ckpt)),
+            "model_dir": MetadataValue.path(str(model_dir)),
+            **{k: v for k, v in reported.items() if k != "train_result"},
+        }
+        for k in ("train_loss", "val_loss", "step", "tokens_seen"):
+            if isinstance(result.get(k), (int, float)):
+                metadata[k] = result[k]
+        if run is not None:
+            run.log_dict({**lineage, "inputs": inputs}, "lineage.json")
+            run.log_artifacts(model_dir, "final_checkpoint")
+            registered = log_model(mlflow, run, model_dir, lineage, context)
+            metadata["registered_model"] = f"{registered['registered_model']} v{registered['version']}"
+            metadata["registered_model_version"] = registered["version"]
+            metadata["mlflow_model_uri"] = registered["model_uri"]
+            metadata.update(run.dagster_metadata())
+    return MaterializeResult(metadata=metadata)
+
+
+def _trained(context) -> dict:
+    meta = latest_metadata(context.instance, trained_checkpoint.key)
+    if not meta or "model_dir" not in meta:
+        raise Failure("trained_checkpoint has no materialization yet")
+    return meta
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def unigram_baseline(train_files: list[Path], targets, max_train_tokens: int = 50_000_000) -> dict:
+    """What a model that knows only token frequencies scores: the unigram distribution of the
+    training shards (add-one smoothed over GPT-2's vocabulary) as cross-entropy on the very
+    validation targets the model is scored on, plus that distribution's own entropy. A trained
+    model's validation loss must be below the cross-entropy."""
+    import numpy as np
+
+    from model.tokenizer import N_VOCAB
+    from pipelines.shard_format import open_tokens
+
+    counts = np.zeros(max(N_VOCAB, 1 << 16), dtype=np.float64)
+    seen = 0
+    for f in train_files:
+        tokens = open_tokens(f)[: max(0, max_train_tokens - seen)]
+        counts += np.bincount(tokens, minlength=len(counts))
+        seen += len(tokens)
+        if seen >= max_train_tokens:
+            break
+    counts = counts[:N_VOCAB]
+    p = (counts + 1.0) / (counts.sum() + N_VOCAB)
+    q = counts[counts > 0] / counts.sum()
+    targets = np.asarray(targets).reshape(-1)
+    return {
+        "unigram_cross_entropy": float(-np.log(p[targets]).mean()),
+        "unigram_entropy_train": float(-(q * np.log(q)).sum()),
+        "train_tokens_counted": int(seen),
+    }
+
+
+@asset(
+    group_name="evaluation",
+    deps=[trained_checkpoint],
+    pool="gpu",
+    kinds={"pytorch"},
+    code_version="eval-1",
+    automation_condition=AutomationCondition.eager(),
+    description="Held-out loss on the val shards of the snapshots the model was trained on (and "
+    "HellaSwag when a file is configured), compared with the unigram baseline; the `champion` "
+    "alias in the MLflow registry moves to this version only when it is better.",
+    check_specs=[AssetCheckSpec("val_loss_below_unigram_baseline", asset="evaluation",
+                                description="validation loss is finite and below the loss of the "
+                                "shards' unigram distribution on the same validation tokens")],
+)
+def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
+               workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
+    from evaluation.heldout import evaluate_loss, validation_windows
+    from model.checkpoint import load_model
+
+    trained = _trained(context)
+    model_dir = Path(trained["model_dir"])
+    lineage = json.loads((model_dir / "checkpoint.json").read_text())["metadata"]
+    keys = lineage["snapshot_keys"]
+    shard_dirs = [workspace.ws().snapshot_dir(k) / "shards" for k in keys]
+    val = sorted(f for d in shard_dirs for f in d.glob("val_*.bin"))
+    train = sorted(f for d in shard_dirs for f in d.glob("train_*.bin"))
+    if not val:
+        raise Failure(f"no val_*.bin shards under {', '.join(map(str, shard_dirs))}")
+    device = _device(config.device)
+    model = load_model(model_dir, device=device)
+    seq_len = model.config.block_size
+    with mlflow.asset_run(context, tags={"hgpt.snapshot_keys": ",".join(keys)}) as run:
+        held = evaluate_loss(model, val, max_tokens=config.max_tokens, batch_size=config.batch_size,
+                             seq_len=seq_len, device=device)
+        # The same targets evaluate_loss scored: every window's tokens after the first.
+        unigram = unigram_baseline(train, validation_windows(val, config.max_tokens, seq_len)[:, 1:])
+        baseline = unigram["unigram_cross_entropy"]
+        out = {"val_loss": held.loss, "val_perplexity": held.perplexity, "val_tokens": held.tokens,
+               **unigram, "snapshot_keys": keys,
+               "val_data": hash_strings(f"{p.parent.parent.name}/{p.name}" for p in val)}
+        if config.hellaswag_path:
+            from evaluation.hellaswag import evaluate_hellaswag
+
+            hs = evaluate_hellaswag(model, config.hellaswag_path, limit=config.hellaswag_limit, device=device)
+            out.update({"hellaswag_acc": hs["acc"], "hellaswag_acc_norm": hs["acc_norm"], "hellaswag_n": hs["n"]})
+        metadata = {
+            "val_loss": held.loss,
+            "val_perplexity": held.perplexity,
+            "val_tokens": held.tokens,
+            "unigram_baseline": baseline,
+            "unigram_entropy_train": unigram["unigram_entropy_train"],
+            "model_dir": MetadataValue.path(str(model_dir)),
+            "hellaswag": out.get("hellaswag_acc_norm", "skipped (no hellaswag_path configured)"),
+        }
+        version = trained.get("registered_model_version")
+        if run is not None:
+            run.log_metrics({k: v for k, v in out.items() if isinstance(v, (int, float))})
+            run.log_dict(out, "evaluation.json")
+            if version:
+                from evaluation.champion import promote_if_better
+
+                metrics = {"val_loss": held.loss, "val_tokens": held.tokens, "val_data": out["val_data"]}
+                if "hellaswag_acc_norm" in out:
+                    metrics["hellaswag_acc_norm"] = out["hellaswag_acc_norm"]
+                decision = promote_if_better(mlflow.registered_model_name, version, metrics,
+                                             client=mlflow.client())
+                out["champion_decision"] = decision.to_dict()
+                metadata["champion_decision"] = ("promoted" if decision.promote else "kept") + f": {decision.reason}"
+                run.set_tags({"hgpt.champion_decision": metadata["champion_decision"]})
+            metadata.update(run.dagster_metadata())
+        (model_dir.parent / "evaluation.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    passed = math.isfinite(held.loss) and held.loss < baseline
+    check = AssetCheckResult(
+        check_name="val_loss_below_unigram_baseline",
+        passed=bool(passed),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"val_loss": held.loss, "unigram_baseline": baseline,
+                  "margin": baseline - held.loss if math.isfinite(held.loss) else float("nan")},
+    )
+    return MaterializeResult(metadata=metadata, check_results=[check])
+
+
+@asset(
+    group_name="evaluation",
+    deps=[trained_checkpoint],
+    pool="gpu",
+    kinds={"pytorch"},
+    code_version="samples-1",
+    automation_condition=AutomationCondition.eager(),
+    description="Text sampled from the trained model for fixed prompts and seeds (reproducible), "
+    "as markdown in the Dagster UI and a text artifact in MLflow.",
+    check_specs=[AssetCheckSpec("samples_non_empty", asset="samples",
+                                description="every prompt got a non-empty continuation")],
+)
+def samples(context: AssetExecutionContext, config: SamplesConfig, workspace: WorkspaceResource,
+            mlflow: MLflowTracking) -> MaterializeResult:
+    from evaluation.samples import samples_markdown, write_samples
+    from model.checkpoint import load_model
+
+    trained = _trained(context)
+    model_dir = Path(trained["model_dir"])
+    model = load_model(model_dir, device="cpu")
+    with mlflow.asset_run(context) as run:
+        records = write_samples(model, config.prompts, seeds=[config.seed, config.seed + 1],
+                                max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                top_k=config.top_k, top_p=config.top_p)
+        text = samples_markdown(records, title=f"Samples from {model_dir}")
+        (model_dir.parent / "samples.md").write_text(text)
+        (model_dir.parent / "samples.json").write_text(json.dumps(records, indent=2) + "\n")
+        metadata = {"samples": MetadataValue.md(text), "count": len(records)}
+        if run is not None:
+            run.log_text(text, "samples.md")
+            run.log_dict(records, "samples.json")
+            run.log_metrics({"samples": len(records),
+                             "mean_chars": sum(len(r["text"]) for r in records) / max(1, len(records))})
+            metadata.update(run.dagster_metadata())
+    empty = [r for r in records if not r["text"].strip()]
+    check = AssetCheckResult(
+        check_name="samples_non_empty",
+        passed=bool(records) and not empty,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"samples": len(records), "empty": len(empty)},
+    )
+    return MaterializeResult(metadata=metadata, check_results=[check])
+
+
+TRAINING_ASSETS = [trained_checkpoint]
+EVALUATION_ASSETS = [evaluation, samples]

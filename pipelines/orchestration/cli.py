@@ -1,0 +1,105 @@
+"""`hgpt run`, `hgpt ui`, `hgpt mlflow-ui`: the main job and the two UIs, on 127.0.0.1 only.
+
+    hgpt run [--source default|local|hub] [--input DIR] [--preset tiny|gpt2] [--max-steps N]
+    hgpt ui [--port 3000]            # Dagster UI over workspace/dagster (asset graph, runs, checks)
+    hgpt mlflow-ui [--port 5000]     # MLflow UI over workspace/mlflow
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _workspace(args) -> None:
+    if getattr(args, "workspace", None):
+        os.environ["HGPT_WORKSPACE"] = os.path.abspath(args.workspace)
+
+
+def _run(args) -> int:
+    _workspace(args)
+    from pipelines.orchestration.main_job import run_main
+
+    return run_main(source=args.source, input_dir=args.input, hub_config=args.hub_config,
+                    hub_max_files=args.hub_max_files, preset=args.preset, max_steps=args.max_steps,
+                    nproc_per_node=args.nproc_per_node, force=args.force, limit_docs=args.limit_docs,
+                    default_max_chars=args.default_max_chars, val_fraction=args.val_fraction)
+
+
+def dagster_ui_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    from pipelines.orchestration.paths import REPO_ROOT
+
+    return [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+            "-h", host, "-p", str(port)]
+
+
+def mlflow_ui_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    from pipelines.orchestration.mlflow_resource import default_tracking_uri
+
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", default_tracking_uri(),
+            "--host", host, "--port", str(port)]
+
+
+def _exec(cmd: list[str]) -> int:
+    print(" ".join(cmd), flush=True)
+    os.execv(cmd[0], cmd)  # replaces this process: Ctrl-C reaches the server directly
+    return 0
+
+
+def _ui(args) -> int:
+    _workspace(args)
+    from pipelines.orchestration.paths import ensure_dagster_home
+
+    ensure_dagster_home()  # sets DAGSTER_HOME for the exec'd server
+    return _exec(dagster_ui_command(args.port))
+
+
+def _mlflow_ui(args) -> int:
+    _workspace(args)
+    from pipelines.orchestration.paths import Workspace
+
+    Workspace.default().mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return _exec(mlflow_ui_command(args.port))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run the whole asset graph headless (main job)",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", choices=("default", "local", "hub"), default="default",
+                   help="default: the embedded snapshot built from installed Python docs (no network); "
+                   "local: a directory of FineWeb files (--input); hub: FineWeb from the Hugging Face hub")
+    p.add_argument("--input", help="directory of FineWeb-schema parquet/jsonl files (--source local)")
+    p.add_argument("--hub-config", default="sample-10BT", help="FineWeb config or dump (--source hub)")
+    p.add_argument("--hub-max-files", type=int, default=1, help="parquet files to download (--source hub)")
+    p.add_argument("--preset", choices=("tiny", "gpt2"), default="tiny")
+    p.add_argument("--max-steps", type=int, help="override the preset's optimizer steps")
+    p.add_argument("--nproc-per-node", type=int, default=1, help="torchrun processes (GPUs)")
+    p.add_argument("--limit-docs", type=int, help="read at most this many documents of the snapshot")
+    p.add_argument("--default-max-chars", type=int, help="text budget of the default snapshot")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="documents held out for validation")
+    p.add_argument("--force", action="store_true", help="recompute even what is up to date")
+    p.add_argument("--workspace", help="workspace directory (default $HGPT_WORKSPACE or ./workspace)")
+    p.set_defaults(func=_run)
+
+    p = subparsers.add_parser("ui", help="Dagster UI on 127.0.0.1 over the project's instance")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--workspace", help="workspace directory (default $HGPT_WORKSPACE or ./workspace)")
+    p.set_defaults(func=_ui)
+
+    p = subparsers.add_parser("mlflow-ui", help="MLflow UI on 127.0.0.1 over the project's store")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workspace", help="workspace directory (default $HGPT_WORKSPACE or ./workspace)")
+    p.set_defaults(func=_mlflow_ui)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.orchestration.cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

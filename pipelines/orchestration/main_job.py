@@ -1,0 +1,273 @@
+"""The main job: the whole asset graph, headless, against the persistent Dagster instance.
+
+    hgpt run                                   # embedded default snapshot, tiny preset, CPU
+    hgpt run --source local --input DIR        # a local directory of FineWeb parquet/jsonl files
+    hgpt run --source hub --hub-config sample-10BT --hub-max-files 1   # FineWeb from the hub
+
+Steps: build the default snapshot (docstrings of the installed Python packages, never FineWeb)
+or resolve the chosen source; register it as a `snapshots` partition; run the `process_snapshot`
+job for it; run the `retrain` job (training through Pipes, evaluation, samples). Everything is
+recorded in workspace/dagster (so `dagster dev` shows it afterwards) and workspace/mlflow.
+
+Reruns are idempotent: a step whose inputs did not change since its last successful
+materialization is skipped (no duplicate MLflow runs or model versions; --force reruns it, adding
+to the history). A run left "started" by a killed process (kill -9) is marked failed on the next
+start, its concurrency slots and MLflow runs released, and the job continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from pipelines.orchestration.paths import REPO_ROOT, Workspace, ensure_dagster_home
+
+MAIN_TAG = "hgpt/main_job"
+PID_TAG = "hgpt/pid"
+DEFAULT_SNAPSHOT_NAME = "python-docstrings"
+# The main job's tiny run: shorter than the preset's 200 steps so the whole job takes a few
+# minutes on 2 CPU cores (80 steps x 2,048 tokens; val loss ~6.3 against a unigram baseline ~6.9).
+MAIN_TINY_OVERRIDES = {"max_steps": 80, "warmup_steps": 10, "eval_every": 40, "checkpoint_every": 40,
+                       "eval_tokens": 16384, "log_every": 10}
+# Step events at INFO; Dagster's DEBUG event stream would drown the training log on the console.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def _say(msg: str) -> None:
+    print(f"[hgpt run] {msg}", flush=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted_runs(instance, mlflow_resource=None) -> list[str]:
+    """Mark main-job runs whose process is gone (kill -9, power loss) as failed, free the pool
+    slots they held and end their MLflow runs, so a rerun neither waits on them nor shows them
+    as still running."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    stale = []
+    runs = instance.get_runs(RunsFilter(tags={MAIN_TAG: "1"},
+                                        statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING,
+                                                  DagsterRunStatus.NOT_STARTED]))
+    for run in runs:
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if pid and pid != os.getpid() and _pid_alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"process {pid} is gone (interrupted); marked failed by `hgpt run`")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        stale.append(run.run_id)
+        if mlflow_resource is not None and mlflow_resource.enabled:
+            try:
+                client = mlflow_resource.client()
+                exp = mlflow_resource.experiment_id(client)
+                for r in client.search_runs([exp], f"tags.`dagster.run_id` = '{run.run_id}'"):
+                    if r.info.status == "RUNNING":
+                        client.set_terminated(r.info.run_id, "KILLED")
+            except Exception as exc:  # tracking is best effort here
+                _say(f"could not close MLflow runs of {run.run_id}: {exc}")
+    return stale
+
+
+def resolve_source(ws: Workspace, source: str, input_dir: str | None, hub_config: str,
+                   hub_max_files: int | None, default_max_chars: int | None):
+    from pipelines import sources
+
+    if source == "default":
+        from pipelines.orchestration.default_snapshot import DEFAULT_MAX_CHARS, build_default_snapshot
+
+        out = ws.default_snapshot_dir / DEFAULT_SNAPSHOT_NAME
+        t0 = time.time()
+        build_default_snapshot(out, default_max_chars or DEFAULT_MAX_CHARS)
+        info = json.loads((out / "SNAPSHOT.json").read_text())
+        _say(f"default snapshot: {info['documents']} documents, {info['tokens']:,} tokens of "
+             f"Python docstrings and help topics ({info['dump']}; not FineWeb) in {time.time() - t0:.0f}s")
+        return sources.local_snapshot(out), None
+    if source == "local":
+        if not input_dir:
+            raise ValueError("--source local needs --input DIR (a directory of FineWeb parquet/jsonl files)")
+        return sources.local_snapshot(input_dir), None
+    if source == "hub":
+        snap = sources.hub_snapshot(hub_config, max_files=hub_max_files)
+        return snap, {"kind": "hub", "config": hub_config, "revision": snap.revision,
+                      "max_files": hub_max_files}
+    raise ValueError(f"unknown source {source!r}: default, local or hub")
+
+
+def _latest(instance, key: str, partition: str | None = None):
+    from dagster import AssetKey, AssetRecordsFilter
+
+    flt = AssetRecordsFilter(asset_key=AssetKey(key), asset_partitions=[partition] if partition else None)
+    recs = instance.fetch_materializations(flt, limit=1).records
+    return recs[0] if recs else None
+
+
+def _meta(record) -> dict:
+    mat = record.asset_materialization
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+def data_up_to_date(instance, ws: Workspace, key: str) -> bool:
+    """Every data asset of the partition materialized and the shards it recorded still on disk."""
+    from pipelines.orchestration.assets.data import DATA_ASSETS
+
+    for asset in DATA_ASSETS:
+        if _latest(instance, asset.key.to_user_string(), key) is None:
+            return False
+    shards = ws.snapshot_dir(key) / "shards"
+    return (shards / "_SUCCESS.json").exists()
+
+
+def _config_hash(run_config: dict) -> str:
+    return hashlib.sha256(json.dumps(run_config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def training_up_to_date(instance, shard_hashes: dict[str, str], config_hash: str) -> bool:
+    """The last training used these exact shards and this config, its model still verifies, and
+    evaluation and samples ran on it."""
+    from model.checkpoint import CheckpointError, verify_checkpoint
+
+    rec = _latest(instance, "trained_checkpoint")
+    if rec is None:
+        return False
+    run = instance.get_run_by_id(rec.run_id)
+    if run is None or run.tags.get("hgpt/config_hash") != config_hash:
+        return False
+    meta = _meta(rec)
+    try:
+        lineage = json.loads((Path(meta["model_dir"]) / "checkpoint.json").read_text())["metadata"]
+        verify_checkpoint(meta["model_dir"])
+    except (KeyError, OSError, ValueError, CheckpointError):
+        return False
+    if lineage.get("shard_content_hashes") != shard_hashes:
+        return False
+    for downstream in ("evaluation", "samples"):
+        d = _latest(instance, downstream)
+        if d is None or d.storage_id < rec.storage_id:
+            return False
+    return True
+
+
+def run_main(source: str = "default", input_dir: str | None = None, hub_config: str = "sample-10BT",
+             hub_max_files: int | None = 1, preset: str = "tiny", max_steps: int | None = None,
+             nproc_per_node: int = 1, force: bool = False, limit_docs: int | None = None,
+             default_max_chars: int | None = None, val_fraction: float = 0.05) -> int:
+    ws = Workspace.default()
+    ensure_dagster_home(ws)
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import build_definitions
+    from pipelines.orchestration import snapshots as registry
+    from pipelines.orchestration.configs import preset_run_config
+    from pipelines.orchestration.mlflow_resource import MLflowTracking
+    from pipelines.orchestration.pipes_launcher import TrainingLauncher
+
+    t_start = time.time()
+    instance = DagsterInstance.get()
+    mlflow = MLflowTracking()
+    _say(f"workspace: {ws.root}")
+    _say(f"MLflow tracking: {mlflow.resolved_uri()}")
+    stale = recover_interrupted_runs(instance, mlflow)
+    if stale:
+        _say(f"marked {len(stale)} interrupted run(s) as failed: {', '.join(stale)}")
+    mlflow.experiment_id()  # create the store and experiment once, before parallel steps
+
+    snapshot, hub_source = resolve_source(ws, source, input_dir, hub_config, hub_max_files, default_max_chars)
+    registry.register(ws, snapshot, hub_source)
+    if not instance.has_dynamic_partition(registry.SNAPSHOTS.name, snapshot.key):
+        instance.add_dynamic_partitions(registry.SNAPSHOTS.name, [snapshot.key])
+    _say(f"snapshot partition: {snapshot.key}")
+
+    defs = build_definitions({"launcher": TrainingLauncher(nproc_per_node=nproc_per_node)})
+    tags = {MAIN_TAG: "1", PID_TAG: str(os.getpid())}
+
+    # 1. Data assets of the snapshot.
+    if force or not data_up_to_date(instance, ws, snapshot.key):
+        data_config = {"ops": {"token_shards": {"config": {"val_fraction": val_fraction, "force": force}},
+                               "filtered_documents": {"config": {"limit_docs": limit_docs, "force": force}},
+                               "deduplicated_documents": {"config": {"force": force}},
+                               "dataset_statistics": {"config": {"force": force}}}}
+        t0 = time.time()
+        _say("materializing data assets (filter, dedup, tokenize, statistics) ...")
+        res = defs.resolve_job_def("process_snapshot").execute_in_process(
+            run_config={**data_config, **QUIET}, instance=instance, partition_key=snapshot.key, tags=tags,
+            raise_on_error=False)
+        if not res.success:
+            _say(f"data run {res.run_id} failed; see the Dagster UI")
+            return 1
+        _say(f"data assets done in {time.time() - t0:.0f}s (run {res.run_id})")
+    else:
+        _say("data assets up to date (same snapshot files, shards on disk): skipped")
+
+    # 2. Training, evaluation, samples on every snapshot with shards.
+    overrides = dict(MAIN_TINY_OVERRIDES) if preset == "tiny" else {}
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
+        for k in ("eval_every", "checkpoint_every"):
+            if k in overrides:
+                overrides[k] = max(1, min(overrides[k], max_steps))
+    run_config = preset_run_config(preset, **overrides)
+    from pipelines.orchestration.assets.training import training_inputs
+    from pipelines.orchestration.resources import WorkspaceResource
+
+    inputs = training_inputs(instance, WorkspaceResource(), None)
+    shard_hashes = {i["snapshot"]: i["content_hash"] for i in inputs}
+    config_hash = _config_hash({**run_config, "nproc_per_node": nproc_per_node})
+    if force or not training_up_to_date(instance, shard_hashes, config_hash):
+        t0 = time.time()
+        _say(f"training ({preset} preset) on {len(inputs)} snapshot(s), then evaluation and samples ...")
+        res = defs.resolve_job_def("retrain_gpt2" if preset == "gpt2" else "retrain").execute_in_process(
+            run_config={**run_config, **QUIET}, instance=instance,
+            tags={**tags, "hgpt/config_hash": config_hash}, raise_on_error=False)
+        if not res.success:
+            _say(f"training run {res.run_id} failed; see the Dagster UI")
+            return 1
+        _say(f"training, evaluation and samples done in {time.time() - t0:.0f}s (run {res.run_id})")
+    else:
+        _say("training up to date (same shards and config, checkpoint verifies): skipped")
+
+    print_summary(instance, ws, mlflow, time.time() - t_start)
+    return 0
+
+
+def print_summary(instance, ws: Workspace, mlflow, seconds: float) -> None:
+    train = _latest(instance, "trained_checkpoint")
+    ev = _latest(instance, "evaluation")
+    tm = _meta(train) if train else {}
+    em = _meta(ev) if ev else {}
+    db = mlflow.resolved_uri()
+    lines = [
+        "",
+        f"Done in {seconds:.0f}s.",
+        f"  checkpoint:     {tm.get('model_dir', '?')}",
+        f"  run directory:  {tm.get('run_dir', '?')}",
+        f"  val loss:       {em.get('val_loss', float('nan')):.4f} "
+        f"(unigram baseline {em.get('unigram_baseline', float('nan')):.4f})",
+        f"  registered:     {tm.get('registered_model', '?')}   champion: {em.get('champion_decision', '?')}",
+        f"  samples:        {Path(str(tm.get('run_dir', '.'))) / 'samples.md'}",
+        f"  data:           {ws.data}",
+        f"  Dagster:        {ws.dagster_home} (DAGSTER_HOME)",
+        f"  MLflow:         {db}",
+        "",
+        "Open the Dagster UI (asset graph, runs, checks) on http://127.0.0.1:3000:",
+        f"  hgpt ui      # or: DAGSTER_HOME={ws.dagster_home} dagster dev -w {REPO_ROOT / 'workspace.yaml'} -h 127.0.0.1 -p 3000",
+        "Open the MLflow UI (runs, loss curves, checkpoints, registered model) on http://127.0.0.1:5000:",
+        f"  hgpt mlflow-ui   # or: mlflow ui --backend-store-uri {db} -h 127.0.0.1 -p 5000",
+        "  (MLflow opens in GenAI mode: choose \"Model training\" to see the runs)",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main())

@@ -1,0 +1,65 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig
+from training.fused_loss import LossModel, fused_linear_cross_entropy, reference_loss
+
+
+def _inputs(N=300, C=24, V=1000, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.randn(N, C, generator=gen).requires_grad_()
+    w = (torch.randn(V, C, generator=gen) * 0.3).requires_grad_()
+    t = torch.randint(0, V, (N,), generator=gen)
+    t[::7] = -1  # ignored positions
+    return h, w, t
+
+
+def _grads(loss_fn, h, w, t):
+    h, w = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    loss = loss_fn(h, w, t)
+    (loss * 0.25).backward()  # a non-unit incoming gradient, as under grad accumulation
+    return loss.detach(), h.grad, w.grad
+
+
+@pytest.mark.parametrize("chunk", [1, 64, 299, 300, 4096])
+def test_fused_loss_and_gradients_equal_the_definition_fp32(chunk):
+    h, w, t = _inputs()
+    loss, gh, gw = _grads(lambda *a: fused_linear_cross_entropy(*a, chunk=chunk), h, w, t)
+    ref_loss, ref_gh, ref_gw = _grads(reference_loss, h, w, t)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=0)
+    torch.testing.assert_close(gh, ref_gh, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(gw, ref_gw, rtol=1e-5, atol=1e-9)
+    assert gh[::7].abs().max() == 0  # ignored positions get no gradient
+
+
+def test_fused_loss_under_bf16_autocast_is_close_to_autocast_reference():
+    h, w, t = _inputs(seed=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, gh, gw = _grads(fused_linear_cross_entropy, h, w, t)
+        ref_loss, ref_gh, ref_gw = _grads(
+            lambda h, w, t: F.cross_entropy((h @ w.t()).float(), t, ignore_index=-1), h, w, t)
+    exact_loss, _, exact_gw = _grads(reference_loss, h, w, t)
+    assert gh.dtype == torch.float32 and gw.dtype == torch.float32
+    # bf16 operands: both within bf16 rounding of the fp32 loss, and of each other
+    assert abs(loss - exact_loss) < 2e-2 and abs(loss - ref_loss) < 2e-2
+    torch.testing.assert_close(gw, ref_gw, rtol=5e-2, atol=2e-4)
+    assert (gw - exact_gw).abs().max() <= (ref_gw - exact_gw).abs().max() * 1.5 + 1e-6
+
+
+def test_loss_model_fused_equals_the_gpt_forward_loss():
+    cfg = GPTConfig(block_size=16, vocab_size=300, padded_vocab_size=320, n_layer=2, n_head=2,
+                    n_embd=32)
+    fused, plain = LossModel(GPT(cfg, seed=2), fused=True, chunk=10), None
+    plain = LossModel(copy.deepcopy(fused.gpt), fused=False)
+    x = torch.randint(0, 300, (3, 16))
+    y = torch.randint(0, 300, (3, 16))
+    a, b = fused(x, y), plain(x, y)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    a.backward()
+    b.backward()
+    for (name, p), q in zip(fused.gpt.named_parameters(), plain.gpt.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7, msg=name)
+    assert fused.gpt.transformer.wte.weight.grad[300:].abs().max() == 0  # padding rows untouched

@@ -1,0 +1,138 @@
+"""The callback interface through which a run reports itself (stdout, JSONL, MLflow, Dagster).
+
+Only rank 0 calls callbacks. Metrics are plain Python numbers, ready for json.dumps.
+
+    on_train_start(cfg, info)   info: world_size, grad_accum, device, precision, param counts,
+                                model config, resumed_from (checkpoint path or None), start_step
+    on_step(step, metrics)      after every optimizer step; step counts from 1 (= steps done).
+                                metrics: loss, lr, grad_norm (before clipping), tokens_per_s,
+                                mfu, step_time_s, tokens_seen
+    on_eval(step, metrics)      val_loss, val_perplexity, val_tokens
+    on_checkpoint(step, path)   after a checkpoint directory is complete
+    on_train_end(result)        the TrainResult
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Callback(Protocol):
+    def on_train_start(self, cfg: Any, info: dict) -> None: ...
+    def on_step(self, step: int, metrics: dict) -> None: ...
+    def on_eval(self, step: int, metrics: dict) -> None: ...
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+    def on_train_end(self, result: Any) -> None: ...
+
+
+class BaseCallback:
+    """All hooks as no-ops: subclass and override what you need."""
+
+    def on_train_start(self, cfg, info: dict) -> None:
+        pass
+
+    def on_step(self, step: int, metrics: dict) -> None:
+        pass
+
+    def on_eval(self, step: int, metrics: dict) -> None:
+        pass
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        pass
+
+    def on_train_end(self, result) -> None:
+        pass
+
+
+class CallbackList(BaseCallback):
+    """Fans every hook out to a list of callbacks (missing hooks are skipped)."""
+
+    def __init__(self, callbacks):
+        self.callbacks = list(callbacks)
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(*args)
+
+    def on_train_start(self, cfg, info):
+        self._call("on_train_start", cfg, info)
+
+    def on_step(self, step, metrics):
+        self._call("on_step", step, metrics)
+
+    def on_eval(self, step, metrics):
+        self._call("on_eval", step, metrics)
+
+    def on_checkpoint(self, step, path):
+        self._call("on_checkpoint", step, path)
+
+    def on_train_end(self, result):
+        self._call("on_train_end", result)
+
+
+class JsonlLogger(BaseCallback):
+    """Appends one JSON object per event to RUN_DIR/metrics.jsonl and prints a short line every
+    `print_every` steps. Each record has "event" (start/step/eval/checkpoint/end) and "step".
+    A resumed run appends to the same file; readers keep the last record of a step."""
+
+    def __init__(self, run_dir: str | os.PathLike, print_every: int = 1, stream=None):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.print_every = print_every
+        self.stream = stream or sys.stdout
+
+    def _write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def on_train_start(self, cfg, info):
+        self._write({"event": "start", "step": info.get("start_step", 0), **info})
+        self._print(f"train: {json.dumps(info)}")
+
+    def on_step(self, step, metrics):
+        self._write({"event": "step", "step": step, **metrics})
+        if step % self.print_every == 0:
+            self._print(
+                f"step {step:6d} | loss {metrics['loss']:.6f} | lr {metrics['lr']:.3e} | "
+                f"norm {metrics['grad_norm']:.4f} | {metrics['tokens_per_s']:.0f} tok/s | "
+                f"mfu {100 * metrics['mfu']:.1f}%"
+            )
+
+    def on_eval(self, step, metrics):
+        self._write({"event": "eval", "step": step, **metrics})
+        self._print(f"step {step:6d} | val loss {metrics['val_loss']:.6f}")
+
+    def on_checkpoint(self, step, path):
+        self._write({"event": "checkpoint", "step": step, "path": str(path)})
+        self._print(f"step {step:6d} | checkpoint {path}")
+
+    def on_train_end(self, result):
+        self._write({"event": "end", "step": result.step, **result.to_dict()})
+        self._print(f"done: {json.dumps(result.to_dict())}")
+
+
+def read_metrics(run_dir: str | os.PathLike, event: str = "step") -> dict[int, dict]:
+    """{step: record} of one event kind from metrics.jsonl; a later record of the same step (a
+    resumed run re-doing it) replaces the earlier one."""
+    out = {}
+    path = Path(run_dir) / "metrics.jsonl"
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if record.get("event") == event:
+            out[record["step"]] = record
+    return out

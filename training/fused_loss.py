@@ -1,0 +1,145 @@
+"""LM head + cross-entropy fused and chunked: the loss and its gradients without the logits.
+
+    loss = fused_linear_cross_entropy(h, W, targets)   # h (N, C), W (V, C), targets (N,)
+
+Why: at GPT-2's vocabulary the head dominates a small model's step. For the `tiny` preset
+(batch 8 x 256 tokens) the logits are 2048 x 50257 floats = 412 MB, which the usual path writes,
+reads back for log-softmax, writes again as log-probabilities, and writes/reads twice more in
+the backward pass; on a CPU that memory traffic costs as much as the matmuls. Here the rows are
+processed in chunks: for each chunk the logits are computed, turned straight into the gradient
+(softmax - one_hot) / n in place, and consumed by the two gradient matmuls while still in cache.
+The forward pass therefore also does the backward's work; backward() only scales the saved
+gradients by the incoming grad (1 / accumulation steps). Same loss as
+F.cross_entropy(h @ W.T, targets, ignore_index=-1) up to fp32 rounding (tested).
+
+Precision: in fp32 everything is fp32. Under bf16 autocast the operands of the three matmuls are
+rounded to bf16 and accumulated in fp32, exactly what a bf16 GEMM computes; the softmax and the
+loss stay fp32. On CPUs without bf16 dot-product instructions (no AVX512_BF16/AMX) torch's bf16
+GEMM is several times slower than its fp32 one, so there the bf16-rounded operands are multiplied
+by the fp32 GEMM: the same products (a bf16 x bf16 product is exact in fp32) and fp32
+accumulation, just on the faster units. `native_bf16_matmul()` decides.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DEFAULT_CHUNK = 512
+
+
+@functools.cache
+def native_bf16_matmul(device_type: str = "cpu") -> bool:
+    """Whether bf16 GEMMs run on bf16 hardware (GPUs; CPUs with AMX or AVX512_BF16)."""
+    if device_type != "cpu":
+        return True
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return True
+    return any(flag in flags for flag in (" amx_bf16", " avx512_bf16"))
+
+
+def _compute_dtype(device_type: str) -> torch.dtype:
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return torch.float32
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk, ignore_index, dtype, upcast):
+        # h: (N, C) any float dtype; weight: (V, C) fp32 parameter; targets: (N,) int64.
+        # upcast: multiply the bf16-rounded operands with the fp32 GEMM (see module docstring).
+        N, V = h.size(0), weight.size(0)
+        upcast = upcast and dtype != torch.float32
+        w = weight.to(dtype)  # the (V, C) operand, rounded once
+        if upcast:
+            w = w.float()
+        valid = targets != ignore_index
+        n_valid = valid.sum().clamp(min=1).float()
+        loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty(N, h.size(1), dtype=torch.float32, device=h.device)
+        grad_w = torch.zeros(V, h.size(1), dtype=torch.float32, device=h.device)
+        rows = torch.arange(min(chunk, N), device=h.device)
+        for s in range(0, N, chunk):
+            e = min(s + chunk, N)
+            hc = h[s:e].to(dtype)  # (n, C)
+            if upcast:
+                hc = hc.float()
+            tc, vc = targets[s:e], valid[s:e]
+            logits = (hc @ w.t()).float()  # (n, V) fp32, the only big buffer, reused in place
+            target_logit = logits.gather(1, tc.clamp(min=0).unsqueeze(1)).squeeze(1)  # (n,)
+            # Softmax in place, without logsumexp's temporaries: subtract the row max,
+            # exponentiate, sum. lse = max + log(sum).
+            row_max = logits.amax(dim=1)  # (n,)
+            logits.sub_(row_max.unsqueeze(1)).exp_()
+            row_sum = logits.sum(dim=1)  # (n,)
+            lse = row_max + row_sum.log()
+            loss_sum += torch.where(vc, lse - target_logit, 0.0).sum()
+            # d(mean loss)/d(logits) = (softmax - one_hot) / n_valid; ignored rows scale to 0.
+            logits.mul_((vc.float() / (row_sum * n_valid)).unsqueeze(1))
+            logits[rows[: e - s], tc.clamp(min=0)] -= vc.float() / n_valid
+            g = logits.to(dtype)
+            if upcast:
+                g = g.float()
+            grad_h[s:e] = g @ w  # (n, V) @ (V, C)
+            if g.dtype == torch.float32:
+                grad_w.addmm_(g.t(), hc)  # (V, n) @ (n, C), accumulated in fp32
+            else:  # native bf16 GEMM: bf16 result per chunk, summed over chunks in fp32
+                grad_w += (g.t() @ hc).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.h_dtype = h.dtype
+        return loss_sum / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # In place: the saved gradients are used once (no retain_graph in training).
+        grad_h, grad_w = ctx.saved_tensors
+        return (grad_h.mul_(grad_out).to(ctx.h_dtype), grad_w.mul_(grad_out),
+                None, None, None, None, None)
+
+
+def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                               chunk: int = DEFAULT_CHUNK, ignore_index: int = -1,
+                               bf16_via_fp32: bool | None = None) -> torch.Tensor:
+    """Mean cross-entropy of logits h @ weight.T against targets (ignore_index skipped), with
+    gradients for h and weight, never holding more than chunk x V logits. bf16_via_fp32: run
+    bf16 matmuls as fp32 GEMMs of bf16-rounded operands (None: where the device lacks bf16
+    instructions)."""
+    dtype = _compute_dtype(h.device.type)
+    if bf16_via_fp32 is None:
+        bf16_via_fp32 = not native_bf16_matmul(h.device.type)
+    with torch.autocast(h.device.type, enabled=False):
+        return _FusedLinearCrossEntropy.apply(h, weight, targets, chunk, ignore_index, dtype,
+                                              bf16_via_fp32)
+
+
+class LossModel(nn.Module):
+    """The GPT plus its training loss, as one module for DDP and torch.compile to wrap:
+    forward(idx, targets) -> mean loss. `fused=False` uses the model's own forward (logits +
+    F.cross_entropy); both give the same loss."""
+
+    def __init__(self, gpt: nn.Module, fused: bool = True, chunk: int = DEFAULT_CHUNK,
+                 bf16_via_fp32: bool | None = None):
+        super().__init__()
+        self.gpt, self.fused, self.chunk = gpt, fused, chunk
+        if bf16_via_fp32 is None:  # decided here, outside anything torch.compile traces
+            bf16_via_fp32 = not native_bf16_matmul(gpt.lm_head.weight.device.type)
+        self.bf16_via_fp32 = bf16_via_fp32
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            return self.gpt(idx, targets)[1]
+        h = self.gpt.hidden_states(idx)  # (B, T, C)
+        weight = self.gpt.lm_head.weight[: self.gpt.config.vocab_size]  # (V, C) tied, unpadded
+        return fused_linear_cross_entropy(h.reshape(-1, h.size(-1)), weight, targets.reshape(-1),
+                                          self.chunk, bf16_via_fp32=self.bf16_via_fp32)
+
+
+def reference_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The unfused definition, for tests."""
+    return F.cross_entropy((h @ weight.t()).float(), targets, ignore_index=-1)

@@ -1,0 +1,277 @@
+"""The training loop, written out: read it top to bottom.
+
+    from training import TrainConfig, train
+    result = train(TrainConfig.preset("tiny", data=["data/shards"], out="runs/tiny"))
+
+One optimizer step = `grad_accum` micro-steps of forward + backward on (micro_batch, seq_len)
+tokens per rank, gradients averaged over micro-steps (loss / grad_accum) and ranks (DDP, synced
+on the last micro-step only), clipped to a global norm, then one AdamW update at the scheduled
+learning rate. Every `eval_every` steps the held-out loss is measured; every `checkpoint_every`
+steps (and at the end) rank 0 writes a checkpoint that `resume=True` continues from, bit for
+bit. A non-finite loss stops the run before it touches the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from evaluation.heldout import evaluate_loss
+from model.gpt import GPT
+from training import distributed
+from training.callbacks import Callback, CallbackList
+from training.checkpointing import (
+    latest_checkpoint,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
+from training.config import TrainConfig
+from training.data import ShardLoader, find_shards
+from training.fused_loss import LossModel
+from training.metrics import flops_per_token, measure_peak_flops, mfu
+from training.optim import AdamW, clip_grad_norm, group_counts, param_groups
+from training.precision import resolve_precision
+from training.schedule import get_lr
+
+RESULT_FILE = "result.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or gradient norm) became NaN or infinite; the run stops without updating."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM/SIGINT arrived; raised at the next safe point (never inside a checkpoint write)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"training interrupted by signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimizer steps completed
+    train_loss: float | None  # loss of the last step
+    val_loss: float | None  # held-out loss at the end (None without val shards)
+    checkpoint: str | None  # the last checkpoint written or resumed from
+    tokens_seen: int
+    train_shards: list[str] = field(default_factory=list)
+    val_shards: list[str] = field(default_factory=list)
+    run_dir: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train(cfg: TrainConfig, callbacks: list[Callback] | tuple = ()) -> TrainResult:
+    """Run (or resume) training as configured; callable from Python, the CLI and torchrun."""
+    cfg.validate()
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = distributed.setup(cfg.device)
+    try:
+        with _signals_raise_interrupt() as guard:
+            return _train(cfg, CallbackList(callbacks), info, guard)
+    finally:
+        if owns_group:
+            distributed.teardown()
+
+
+def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo,
+           guard: "_SignalGuard") -> TrainResult:
+    run_dir, device = Path(cfg.out), dist.device
+    torch.manual_seed(cfg.seed + dist.rank)  # dropout differs per rank; init has its own seed
+    precision = resolve_precision(cfg.precision, device)
+    shards = find_shards(cfg.data)
+    seq_len = cfg.sequence_length
+    grad_accum = cfg.grad_accum_steps(dist.world_size)
+
+    # ---- model, optimizer, data ------------------------------------------------------------
+    model = GPT(cfg.model_config(), seed=cfg.seed).to(device)  # same init on every rank
+    groups = param_groups(model, cfg.weight_decay)
+    optimizer = AdamW(groups, lr=cfg.max_lr, betas=cfg.betas, eps=cfg.eps,
+                      weight_decay=cfg.weight_decay, compiled=cfg.compile)
+    loader = ShardLoader(shards.train, cfg.micro_batch, seq_len, cfg.seed, dist.rank,
+                         dist.world_size)
+    scaler = precision.grad_scaler()
+
+    start_step, tokens_seen, last_checkpoint = 0, 0, None
+    if cfg.resume and (found := latest_checkpoint(run_dir)) is not None:
+        state = load_training_checkpoint(found, model, optimizer)  # weights, moments, RNG
+        loader.load_state_dict(state["data"])
+        start_step, tokens_seen = state["step"], state["tokens_seen"]
+        if scaler is not None and state.get("grad_scaler"):
+            scaler.load_state_dict(state["grad_scaler"])
+        last_checkpoint = str(found)
+
+    # The module that DDP and torch.compile wrap: GPT + (fused) loss -> scalar.
+    step_model: torch.nn.Module = LossModel(model, fused=cfg.fused_loss)
+    ddp = None
+    if dist.enabled:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_model = ddp
+    if cfg.compile:
+        step_model = torch.compile(step_model)
+
+    flops_tok = flops_per_token(model.config, seq_len)
+    peak = measure_peak_flops(precision.autocast_dtype or torch.float32, device) \
+        if dist.is_main else 0.0
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(cfg.to_json())
+        callbacks.on_train_start(cfg, {
+            "world_size": dist.world_size, "grad_accum": grad_accum, "device": str(device),
+            "precision": precision.name, "seq_len": seq_len, "tokens_per_step": cfg.batch_tokens,
+            "parameters": model.num_parameters(), **group_counts(groups),
+            "model_config": model.config.to_dict(), "flops_per_token": flops_tok,
+            "peak_flops": peak, "start_step": start_step, "resumed_from": last_checkpoint,
+            "train_shards": [str(p) for p in shards.train],
+            "val_shards": [str(p) for p in shards.val],
+        })
+
+    # ---- the loop -----------------------------------------------------------------------
+    loss_value, val_loss = None, None
+    for step in range(start_step, cfg.max_steps):
+        t0 = time.perf_counter()
+        lr = get_lr(step, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(grad_accum):
+            x, y = (t.to(device, non_blocking=True) for t in loader.next_batch())
+            # DDP all-reduces gradients during backward; only the last micro-step needs it.
+            last = micro == grad_accum - 1
+            sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+            with sync:
+                with precision.autocast():
+                    loss = step_model(x, y) / grad_accum  # mean over the whole step's tokens
+                loss_sum += loss.detach()
+                (scaler.scale(loss) if scaler else loss).backward()
+            guard.check()
+        distributed.all_reduce_mean(loss_sum, dist)  # report the global mean, same on all ranks
+        loss_value = loss_sum.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"loss is {loss_value} at step {step + 1}; stopped before updating the weights. "
+                f"Last good checkpoint: {last_checkpoint or 'none written yet'}"
+            )
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip).item()
+        if scaler is not None:
+            scaler.step(optimizer, lr=lr)  # skipped when fp16 gradients overflowed
+            scaler.update()
+        elif not math.isfinite(grad_norm):
+            raise NonFiniteLossError(
+                f"gradient norm is {grad_norm} at step {step + 1}; stopped before updating the "
+                f"weights. Last good checkpoint: {last_checkpoint or 'none written yet'}"
+            )
+        else:
+            optimizer.step(lr=lr)
+        optimizer.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        done, tokens_seen = step + 1, tokens_seen + cfg.batch_tokens
+
+        if dist.is_main:
+            tok_s = cfg.batch_tokens / dt
+            callbacks.on_step(done, {
+                "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
+                "mfu": mfu(tok_s / dist.world_size, flops_tok, peak), "step_time_s": dt,
+                "tokens_seen": tokens_seen,
+            })
+        final = done == cfg.max_steps
+        if shards.val and ((cfg.eval_every and done % cfg.eval_every == 0) or final):
+            val_loss = _evaluate(model, shards.val, cfg, seq_len, device, precision)
+            if dist.is_main:
+                callbacks.on_eval(done, {"val_loss": val_loss, "val_perplexity": math.exp(
+                    min(val_loss, 700)), "val_tokens": cfg.eval_tokens})
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or final:
+            with guard.deferred():  # a signal now waits until the checkpoint is complete
+                if dist.is_main:
+                    path = save_training_checkpoint(
+                        run_dir, done, model, optimizer, cfg,
+                        {"tokens_seen": tokens_seen, "data": loader.state_dict(),
+                         "grad_scaler": scaler.state_dict() if scaler else None,
+                         "train_loss": loss_value},
+                        cfg.keep_last)
+                    last_checkpoint = str(path)
+                    callbacks.on_checkpoint(done, path)
+                distributed.barrier(dist)
+        guard.check()
+
+    if val_loss is None and shards.val and start_step >= cfg.max_steps:
+        val_loss = _evaluate(model, shards.val, cfg, seq_len, device, precision)
+    result = TrainResult(
+        step=max(start_step, cfg.max_steps), train_loss=loss_value, val_loss=val_loss,
+        checkpoint=last_checkpoint, tokens_seen=tokens_seen,
+        train_shards=[str(p) for p in shards.train], val_shards=[str(p) for p in shards.val],
+        run_dir=str(run_dir),
+    )
+    if dist.is_main:
+        _write_json_atomic(run_dir / RESULT_FILE, result.to_dict())
+        callbacks.on_train_end(result)
+    return result
+
+
+def _evaluate(model, val_shards, cfg, seq_len, device, precision) -> float:
+    # Every rank calls it (evaluate_loss splits the windows over ranks and all-reduces).
+    return evaluate_loss(model, val_shards, max_tokens=cfg.eval_tokens,
+                         batch_size=cfg.micro_batch, seq_len=seq_len, device=device,
+                         autocast_dtype=precision.autocast_dtype).loss
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class _SignalGuard:
+    """Turns SIGTERM/SIGINT into TrainingInterrupted: at once, or, inside `deferred()`, as soon
+    as the protected block (a checkpoint write) finishes. The orchestrator cancels a run by
+    signalling its process tree; the run then stops within one micro-step."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self.depth = 0
+
+    def handler(self, signum, frame):
+        self.pending = signum
+        if self.depth == 0:
+            self.check()
+
+    def check(self) -> None:
+        if self.pending is not None and self.depth == 0:
+            raise TrainingInterrupted(self.pending)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        self.check()
+
+
+@contextlib.contextmanager
+def _signals_raise_interrupt():
+    guard = _SignalGuard()
+    if threading.current_thread() is not threading.main_thread():
+        yield guard  # signal handlers can only be installed from the main thread
+        return
+    previous = {s: signal.signal(s, guard.handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield guard
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
