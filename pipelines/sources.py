@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 HUB_REPO = "HuggingFaceFW/fineweb"
 SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
 
-# FineWeb's columns; the pipeline carries these, plus where each document came from.
-SCHEMA = pa.schema(
+# FineWeb's columns, as its parquet files have them.
+FINEWEB_SCHEMA = pa.schema(
     [
         ("text", pa.string()),
         ("id", pa.string()),
@@ -39,13 +39,19 @@ SCHEMA = pa.schema(
         ("language", pa.string()),
         ("language_score", pa.float64()),
         ("token_count", pa.int64()),
+    ]
+)
+# The pipeline carries FineWeb's columns plus where each document came from.
+SCHEMA = pa.schema(
+    [
+        *FINEWEB_SCHEMA,
         ("source_file", pa.string()),
         ("source_row", pa.int64()),
         # Why a row could not be read as a document (e.g. invalid UTF-8); null for good rows.
         ("input_error", pa.string()),
     ]
 )
-_FINEWEB_COLUMNS = [f.name for f in SCHEMA][:9]
+_FINEWEB_COLUMNS = FINEWEB_SCHEMA.names
 
 
 class SourceError(RuntimeError):

@@ -29,6 +29,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.sources import FINEWEB_SCHEMA
+
 DUMP = "local-python-docstrings"
 # A fixed date: the text's age is the environment's, and a timestamp would break determinism.
 DATE = "1970-01-01T00:00:00Z"
@@ -43,19 +45,7 @@ _DOCSTRING = re.compile(r'^[ \t]*[rRuU]?("""|\'\'\')(.*?)\1', re.MULTILINE | re.
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _DOCTEST = re.compile(r"^\s*(>>>|\.\.\.)( |$)")
 
-SCHEMA = pa.schema(
-    [
-        ("text", pa.string()),
-        ("id", pa.string()),
-        ("dump", pa.string()),
-        ("url", pa.string()),
-        ("date", pa.string()),
-        ("file_path", pa.string()),
-        ("language", pa.string()),
-        ("language_score", pa.float64()),
-        ("token_count", pa.int64()),
-    ]
-)
+SCHEMA = FINEWEB_SCHEMA  # the default snapshot is written exactly in FineWeb's schema
 
 
 def _is_prose(paragraph: str) -> bool:
