@@ -11,10 +11,13 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+pip() {
+    # Some machines' pip configs list local package mirrors that may be absent: drop that noise.
+    .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2)
+}
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    "${pip[@]}" install "${HGPT_TORCH:-torch==2.13.0}"
+    pip install "${HGPT_TORCH:-torch==2.13.0}"
 fi
 target="."
 [ -n "$extras" ] && target=".[$extras]"
-"${pip[@]}" install -e "$target" 2> >(grep -v "^WARNING: Location" >&2)
+pip install -e "$target"

@@ -17,7 +17,9 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{rep.when}", rep)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in this thread
+# until it is stopped, and later test modules (Dagster's in-process runs) call asyncio.run().
+@pytest.fixture(scope="module")
 def chromium():
     missing = browser_missing()
     if missing:

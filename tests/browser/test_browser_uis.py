@@ -171,22 +171,31 @@ def test_mlflow_ui_shows_training_run_with_loss(page, mlflow_ui, workspace):
     # the training runs live under "Model training".
     model_training = page.get_by_text("Model training", exact=True)
     model_training.first.wait_for(state="visible", timeout=60_000)
-    _got_it(page)
-    model_training.first.click()
+    _click_past_popovers(page, model_training.first)
     run_name = train_run.info.run_name
     page.get_by_text(run_name).first.wait_for(state="visible", timeout=60_000)
-    _got_it(page)
-    page.get_by_text(run_name).first.click()
+    _click_past_popovers(page, page.get_by_text(run_name).first)
     page.wait_for_url(re.compile(train_run.info.run_id), timeout=30_000)
-    _got_it(page)
-    page.get_by_text("Model metrics").first.click()
+    _click_past_popovers(page, page.get_by_text("Model metrics").first)
     page.get_by_text("loss", exact=True).first.wait_for(state="visible", timeout=60_000)
     page.get_by_text("val_loss", exact=True).first.wait_for(state="visible", timeout=10_000)
 
 
-def _got_it(page) -> None:
-    try:
-        page.get_by_role("button", name="Got it").first.wait_for(state="visible", timeout=3_000)
-        page.get_by_role("button", name="Got it").first.click()
-    except Exception:
-        pass
+def _click_past_popovers(page, target, timeout: float = 60.0) -> None:
+    """Click `target`, closing MLflow's "Got it" feature popovers first. They open a moment
+    after the page renders (later still on a loaded machine) and make the rest of the page
+    ignore the pointer, so a single dismissal before the click can come too early."""
+    deadline = time.time() + timeout
+    while True:
+        got_it = page.get_by_role("button", name="Got it")
+        if got_it.count():
+            try:
+                got_it.first.click(timeout=2_000)
+            except Exception:
+                pass
+        try:
+            target.click(timeout=3_000)
+            return
+        except Exception:
+            if time.time() > deadline:
+                raise

@@ -77,11 +77,16 @@ def _trained(steps):
 @pytest.fixture()
 def registry(tmp_path):
     mlflow = pytest.importorskip("mlflow")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # Both URIs: an in-process Dagster run elsewhere in the session may have set a global
+    # registry URI, which would otherwise win over the tracking URI for registry calls.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     client = mlflow.tracking.MlflowClient()
     client.create_registered_model("hgpt-test")
     yield mlflow, client
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 def test_alias_moves_only_to_a_better_checkpoint(tmp_path, registry):
