@@ -148,9 +148,9 @@ def bench_filters(docs: list[dict]) -> dict:
 
 def _bare_worker(args):
     path, lo, hi, barrier = args
-    from pipelines.tokenize import _tokenizer_module
+    from model.tokenizer import get_encoding  # no torch: model/__init__ is lazy, as in our workers
 
-    enc = _tokenizer_module().get_encoding()  # without torch, as our workers load it
+    enc = get_encoding()
     texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()[lo:hi]
     barrier.wait()
     t0, c0 = time.time(), time.process_time()
