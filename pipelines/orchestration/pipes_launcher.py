@@ -46,6 +46,18 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def living(procs) -> list[psutil.Process]:
+    """The processes of `procs` still running (a zombie has exited: it only awaits reaping)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 class ProcessTree:
     """Every pid that ever appeared below `root`, so none is missed when parents die first."""
 
@@ -69,14 +81,7 @@ class ProcessTree:
         self.refresh()
         with self._lock:
             procs = list(self.seen.values())
-        out = []
-        for p in procs:
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return out
+        return living(procs)
 
     def signal_all(self, sig: int) -> None:
         for p in self.alive():

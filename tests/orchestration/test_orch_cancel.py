@@ -19,6 +19,8 @@ import numpy as np
 import psutil
 import pytest
 
+from pipelines.orchestration.pipes_launcher import living
+
 pytestmark = pytest.mark.slow
 TARGET = Path(__file__).with_name("cancel_target.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -42,17 +44,6 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def _alive(procs) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def _mentioning(text: str) -> list[psutil.Process]:
     """Every process on the machine whose command line mentions `text` (our workspace)."""
     found = []
@@ -62,7 +53,7 @@ def _mentioning(text: str) -> list[psutil.Process]:
                 found.append(p)
         except psutil.Error:
             pass
-    return _alive(found)
+    return living(found)
 
 
 def _start_and_wait_for_checkpoint(root: Path):
@@ -92,10 +83,10 @@ def _assert_all_gone(proc, seen, root: Path, t0: float) -> float:
     while time.time() - t0 < 30:
         for p in _tree(psutil.Process(proc.pid)) if proc.poll() is None else []:
             seen.setdefault(p.pid, p)
-        if proc.poll() is not None and not _alive(seen.values()) and not _mentioning(str(root)):
+        if proc.poll() is not None and not living(seen.values()) and not _mentioning(str(root)):
             return time.time() - t0
         time.sleep(0.2)
-    left = _alive(seen.values()) + _mentioning(str(root))
+    left = living(seen.values()) + _mentioning(str(root))
     for p in left:  # clean up before failing
         p.kill()
     proc.kill()
