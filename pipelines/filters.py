@@ -184,7 +184,18 @@ class FilterConfig:
 # Helpers
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
-_LINE_SPLIT = re.compile(r"\n+")
+
+
+def _split_lines(text: str) -> list[str]:
+    """`re.split(r"\\n+", text)` (what datatrove does), at the speed of `str.split`: runs of
+    newlines leave empty strings behind, dropped except at either end."""
+    parts = text.split("\n")
+    if len(parts) < 3:
+        return parts
+    inner = list(filter(None, parts[1:-1]))
+    return [parts[0], *inner, parts[-1]]
+
+
 # Characters that make a "word" a symbol (datatrove's PUNCTUATION plus terminal punctuation).
 _SYMBOL_CHARS = (
     "!/—”:％１〈&(、━\\\\【#%「」，】；+^\\]~“《„';’{|∶´\\[=\\-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
@@ -200,62 +211,48 @@ _C4_END_PUNCT = (".", "?", "!", '"', "'")
 
 def _find_duplicates(items: list[str]) -> tuple[int, int]:
     """(number of repeated items, characters in them), first occurrences not counted."""
-    seen: set[str] = set()
-    n_dup = n_chars = 0
-    for x in items:
-        if x in seen:
-            n_dup += 1
-            n_chars += len(x)
-        else:
-            seen.add(x)
-    return n_dup, n_chars
-
-
-# Odd 64-bit multipliers that mix word hashes into n-gram keys (fixed, so runs are repeatable).
-_MIX = np.array(
-    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
-     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9,
-     0x2545F4914F6CDD1D, 0x9FB21C651E98DF25, 0xA0761D6478BD642F, 0xE7037ED1A0B428DB],
-    dtype=np.uint64,
-)
+    distinct = set(items)
+    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
 
 
 class _Ngrams:
-    """Word n-grams as 64-bit keys (a mix of the words' hashes), grouped with numpy. Two
-    different n-grams share a key with probability about 2^-64: exact for our purposes.
+    """Word n-grams grouped exactly with numpy: words get dense ids in order of first appearance,
+    and the n-grams at level n are keyed by (group of the (n-1)-gram, id of the n-th word).
 
     Only an n-gram whose (n-1)-gram prefix repeats can repeat, so level n groups just the
     positions that sat in a repeated group at level n-1: on prose that is a small and
     shrinking subset, which is where most of the speed over datatrove's Counter comes from."""
 
     def __init__(self, words: list[str]):
-        # str hashes are salted per process, but keys are only compared within one document.
-        self.hashes = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+        # dict.fromkeys keeps first-appearance order and runs in C; so does the id lookup.
+        index = {w: i for i, w in enumerate(dict.fromkeys(words))}
+        self.ids = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=len(words))
+        self.n_distinct = len(index)
         self.csum = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))))
         self.n_words = len(words)
-        self._levels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._levels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def level(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(candidate positions, group of each, first index of each group, size of each group);
-        every n-gram occurring more than once has all its positions among the candidates."""
+    def level(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(candidate positions in increasing order, group of each, size of each group); every
+        n-gram occurring more than once has all its positions among the candidates."""
         if n in self._levels:
             return self._levels[n]
         m = max(0, self.n_words - n + 1)
-        if n == 1:
-            pos = np.arange(m)
+        if n == 1:  # the ids are the groups already: no sort
+            pos, inverse = np.arange(m), self.ids
+            counts = np.bincount(inverse, minlength=self.n_distinct)
         else:
-            prev, inverse, _, counts = self.level(n - 1)
-            pos = prev[(counts[inverse] >= 2) & (prev < m)]
-        keys = self.hashes[pos] * _MIX[0]
-        for k in range(1, n):
-            keys = (keys << np.uint64(7)) | (keys >> np.uint64(57))  # rotate: word order matters
-            keys ^= self.hashes[pos + k] * _MIX[k % len(_MIX)]
-        if pos.size:
-            _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-            inverse = inverse.ravel()
-        else:
-            first = inverse = counts = np.empty(0, dtype=np.int64)
-        self._levels[n] = (pos, inverse, first, counts)
+            prev, prev_inverse, prev_counts = self.level(n - 1)
+            keep = (prev_counts[prev_inverse] >= 2) & (prev < m)
+            pos = prev[keep]
+            # Exact key: fewer than n_words groups times n_distinct ids fits in int64.
+            keys = prev_inverse[keep] * self.n_distinct + self.ids[pos + n - 1]
+            if pos.size:
+                _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+                inverse = inverse.ravel()
+            else:
+                inverse = counts = np.empty(0, dtype=np.int64)
+        self._levels[n] = (pos, inverse, counts)
         return self._levels[n]
 
     def chars(self, n: int, pos) -> np.ndarray:
@@ -266,10 +263,10 @@ class _Ngrams:
 def _top_ngram_chars(ng: _Ngrams, n: int) -> int:
     """Characters of the most frequent n-gram (joined with spaces) times its count; ties go to
     the n-gram seen first, as `Counter.most_common(1)` does."""
-    pos, _, first, counts = ng.level(n)
+    pos, inverse, counts = ng.level(n)
     if pos.size and counts.max() >= 2:
         best = int(counts.max())
-        where = int(pos[first[counts == best]].min())
+        where = int(pos[counts[inverse] == best][0])  # positions increase: the first one seen
     else:  # every n-gram is unique: the first one wins the tie
         best, where = 1, 0
     return int((ng.chars(n, where) + n - 1) * best)
@@ -279,11 +276,13 @@ def _all_duplicate_chars(ng: _Ngrams, n: int, limit: float) -> int:
     """Characters covered by repeated n-grams, scanning left to right and jumping over a repeat
     (Gopher's definition). Only the comparison with `limit` matters, so it returns early: with
     a cheap upper bound when that is below `limit`, or as soon as the count passes `limit`."""
-    pos, inverse, first, _ = ng.level(n)
+    pos, inverse, counts = ng.level(n)
     if not pos.size:
         return 0
-    repeated = first[inverse] < np.arange(pos.size)
-    bound = int(ng.chars(n, pos[repeated]).sum())
+    # Every occurrence but a group's first, ignoring overlaps: an upper bound of the count.
+    group_chars = np.zeros(counts.size, dtype=np.int64)
+    group_chars[inverse] = ng.chars(n, pos)  # equal for every member of a group
+    bound = int(((counts - 1) * group_chars).sum())
     if bound <= limit:  # every counted repeat is one of these: the bound is enough
         return bound
     # Positions outside `pos` are unique n-grams: visiting them never counts, so walk `pos` only.
@@ -310,6 +309,15 @@ def _all_duplicate_chars(ng: _Ngrams, n: int, limit: float) -> int:
 
 def gopher_repetition(text: str, cfg: GopherRepetitionConfig = GopherRepetitionConfig(), words: list[str] | None = None) -> Verdict:
     """Reject pages made of repeated lines, paragraphs or n-grams."""
+    v = gopher_repeated_lines(text, cfg)
+    if not v.keep:
+        return v
+    return gopher_repeated_ngrams(text, cfg, split_words(text) if words is None else words)
+
+
+def gopher_repeated_lines(text: str, cfg: GopherRepetitionConfig = GopherRepetitionConfig()) -> Verdict:
+    """Gopher repetition's paragraph and line rules: they need no words, so a page they reject
+    is never split into words."""
     if not text:
         return _reject("empty", 0)
     n_chars = len(text)
@@ -319,13 +327,18 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig = GopherRepetitionC
         return _reject("dup_para_frac", n_dup / len(paragraphs), cfg.dup_para_frac)
     if cfg.dup_para_char_frac and dup_chars / n_chars > cfg.dup_para_char_frac:
         return _reject("dup_para_char_frac", dup_chars / n_chars, cfg.dup_para_char_frac)
-    lines = _LINE_SPLIT.split(text)
+    lines = _split_lines(text)
     n_dup, dup_chars = _find_duplicates(lines)
     if cfg.dup_line_frac and n_dup / len(lines) > cfg.dup_line_frac:
         return _reject("dup_line_frac", n_dup / len(lines), cfg.dup_line_frac)
     if cfg.dup_line_char_frac and dup_chars / n_chars > cfg.dup_line_char_frac:
         return _reject("dup_line_char_frac", dup_chars / n_chars, cfg.dup_line_char_frac)
-    words = split_words(text) if words is None else words
+    return KEEP
+
+
+def gopher_repeated_ngrams(text: str, cfg: GopherRepetitionConfig, words: list[str]) -> Verdict:
+    """Gopher repetition's n-gram rules over the page's `words`."""
+    n_chars = len(text)
     ng = _Ngrams(words)
     for n, frac in cfg.top_n_grams:
         if len(words) < n:
@@ -392,38 +405,52 @@ def gopher_quality(text: str, cfg: GopherQualityConfig = GopherQualityConfig(), 
 def c4_quality(text: str, cfg: C4QualityConfig = C4QualityConfig()) -> tuple[Verdict, str]:
     """C4's rules. Returns the verdict and the text with C4's dropped lines removed (FineWeb
     kept that shortened text; the later filters see it)."""
-    n_sentences = 0
+    verdict, kept, _ = _c4_quality(text, cfg, count_words=False)
+    return verdict, kept
+
+
+def _c4_quality(text: str, cfg: C4QualityConfig, count_words: bool) -> tuple[Verdict, str, int]:
+    """`c4_quality`, also returning (when `count_words`) how many fewer words the kept text has
+    than `text`: the words of the dropped lines and of removed citations. Counting only what
+    was removed spares splitting the shortened page into words again."""
+    n_sentences = removed_words = 0
     kept: list[str] = []
     for line in text.splitlines():
         line = line.strip()
         words = line.split()
         if cfg.max_word_length != -1 and any(len(w) > cfg.max_word_length for w in words):
+            removed_words += count_words and len(split_words(line))
             continue
-        if cfg.remove_citations:
-            line = _CITATION.sub("", line)
-        if cfg.filter_no_terminal_punct and (not line.endswith(_C4_END_PUNCT) or line.endswith("...")):
-            continue
-        if len(words) < cfg.min_words_per_line:
+        if cfg.remove_citations and "[" in line:
+            cited, line = line, _CITATION.sub("", line)
+            if count_words and line != cited:
+                removed_words += len(split_words(cited)) - len(split_words(line))
+        if (cfg.filter_no_terminal_punct and (not line.endswith(_C4_END_PUNCT) or line.endswith("..."))) or (
+            len(words) < cfg.min_words_per_line
+        ):
+            removed_words += count_words and len(split_words(line))
             continue
         lower = line.lower()
         if cfg.filter_lorem_ipsum and "lorem ipsum" in lower:
-            return _reject("lorem_ipsum", "lorem ipsum"), text
+            return _reject("lorem_ipsum", "lorem ipsum"), text, 0
         if cfg.filter_javascript and "javascript" in lower:
+            removed_words += count_words and len(split_words(line))
             continue
         if cfg.filter_curly_bracket and "{" in line:
-            return _reject("curly_bracket", "{"), text
+            return _reject("curly_bracket", "{"), text, 0
         if cfg.filter_policy and any(p in lower for p in _POLICY):
+            removed_words += count_words and len(split_words(line))
             continue
         # Counting stops once the page has enough: the rest only needs the page-level rules.
         if cfg.min_num_sentences != -1 and n_sentences < cfg.min_num_sentences:
             n_sentences += count_sentences(line)
         kept.append(line)
     if n_sentences < cfg.min_num_sentences:
-        return _reject("too_few_sentences", n_sentences, cfg.min_num_sentences), text
-    return KEEP, "\n".join(kept).strip()
+        return _reject("too_few_sentences", n_sentences, cfg.min_num_sentences), text, 0
+    return KEEP, "\n".join(kept).strip(), removed_words
 
 
-def fineweb_quality(text: str, cfg: FineWebQualityConfig = FineWebQualityConfig(), words: list[str] | None = None) -> Verdict:
+def fineweb_quality(text: str, cfg: FineWebQualityConfig = FineWebQualityConfig(), n_words: int | None = None) -> Verdict:
     """FineWeb's rules: too few lines ending in punctuation, too many short lines, duplicated
     lines, list-like pages."""
     lines = [line for line in text.split("\n") if line.strip() != ""]
@@ -438,8 +465,8 @@ def fineweb_quality(text: str, cfg: FineWebQualityConfig = FineWebQualityConfig(
     ratio = _find_duplicates(lines)[1] / max(1, len(text) - text.count("\n"))
     if ratio > cfg.char_duplicates_ratio:
         return _reject("char_dup_ratio", ratio, cfg.char_duplicates_ratio)
-    words = split_words(text) if words is None else words
-    ratio = text.count("\n") / max(1, len(words))
+    n_words = len(split_words(text)) if n_words is None else n_words
+    ratio = text.count("\n") / max(1, n_words)
     if ratio > cfg.new_line_ratio:
         return _reject("list_ratio", ratio, cfg.new_line_ratio)
     return KEEP
@@ -487,9 +514,14 @@ def apply_filters(doc: dict, cfg: FilterConfig = FilterConfig()) -> Decision:
     if not v.keep:
         return Decision(False, None, "input", v.rule, v.detail)
     text: str = doc["text"]
-    words = split_words(text)
     if cfg.gopher_repetition is not None:
-        v = gopher_repetition(text, cfg.gopher_repetition, words)
+        v = gopher_repeated_lines(text, cfg.gopher_repetition)
+        if not v.keep:
+            return Decision(False, None, "gopher_repetition", v.rule, v.detail)
+    words = split_words(text)
+    n_words = len(words)
+    if cfg.gopher_repetition is not None:
+        v = gopher_repeated_ngrams(text, cfg.gopher_repetition, words)
         if not v.keep:
             return Decision(False, None, "gopher_repetition", v.rule, v.detail)
     if cfg.gopher_quality is not None:
@@ -497,13 +529,12 @@ def apply_filters(doc: dict, cfg: FilterConfig = FilterConfig()) -> Decision:
         if not v.keep:
             return Decision(False, None, "gopher_quality", v.rule, v.detail)
     if cfg.c4_quality is not None:
-        v, new_text = c4_quality(text, cfg.c4_quality)
+        v, text, removed_words = _c4_quality(text, cfg.c4_quality, count_words=True)
         if not v.keep:
             return Decision(False, None, "c4_quality", v.rule, v.detail)
-        if new_text != text:
-            text, words = new_text, split_words(new_text)
+        n_words -= removed_words
     if cfg.fineweb_quality is not None:
-        v = fineweb_quality(text, cfg.fineweb_quality, words)
+        v = fineweb_quality(text, cfg.fineweb_quality, n_words)
         if not v.keep:
             return Decision(False, None, "fineweb_quality", v.rule, v.detail)
     if not text.strip():  # C4 may have dropped every line
@@ -520,7 +551,7 @@ def main(argv: list[str]) -> int:
     print("gopher_repetition", gopher_repetition(text, words=words))
     print("gopher_quality", gopher_quality(text, words=words))
     print("c4_quality", c4_quality(text)[0])
-    print("fineweb_quality", fineweb_quality(text, words=words))
+    print("fineweb_quality", fineweb_quality(text, n_words=len(words)))
     return 0
 
 

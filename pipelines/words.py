@@ -4,16 +4,19 @@ FineWeb's filters (datatrove) count words with spaCy's blank English tokenizer: 
 chunks, then punctuation peeled off the front and back, then splits inside a chunk (hyphens
 between letters, `a,b`, `x/y`, ...), with contractions as their own tokens. Loading spaCy and
 running its pipeline costs more than every filter rule together, so we do the same peeling with
-a few precompiled regexes, a fast path for plain words and a cache of the split of each distinct
-punctuated chunk. The result is not token-for-token identical to spaCy (a small exception table
-instead of spaCy's thousands of entries, a simpler URL rule, no units after decimals), but the
-filters only look at counts, lengths and repeats, and tests/pipelines/test_data_filter_agreement.py
+a few precompiled regexes (behind cheap tests that rule most of them out), a fast path for plain
+words and a cache of the split of each distinct whitespace chunk. The result is not token-for-token
+identical to spaCy (a small exception table instead of spaCy's thousands of entries, a simpler URL
+rule, no units after decimals), but the filters only look at counts, lengths and repeats, and tests/pipelines/test_data_filter_agreement.py
 checks that keep/reject decisions agree with datatrove's on the samples (>= 99.5% per filter).
 
     python -c "from pipelines.words import split_words; print(split_words('Don't (panic), e.g. now...'))"
 """
 
 from __future__ import annotations
+
+import re
+from itertools import chain
 
 import regex
 
@@ -71,6 +74,28 @@ _NUMBER_UNIT = regex.compile(rf"^([0-9]+)({_UNITS})$")
 _TRAILING_DOTS = regex.compile(r"\.\.+$")
 
 
+# Cheap tests that rule the costly regexes out for most chunks (the general path runs on every
+# distinct punctuated chunk, so its regexes are most of the splitter's time). Each is implied
+# by the regex it guards: it only skips searches that could not match.
+_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ASCII_DIGITS = frozenset("0123456789")
+# Every infix contains one of these, or a character outside ASCII (icons, dashes, "…").
+_MAY_HAVE_INFIX = re.compile(r"[.+\-*^,~:<>=/\x80-\U0010ffff]")
+
+
+def _may_end_in_suffix(s: str) -> bool:
+    """False when no `_SUFFIX` can match: a chunk ending in an ASCII digit, or in an ASCII letter
+    that closes neither "'s" nor a unit after a number ("16km")."""
+    last = s[-1]
+    if last not in _ASCII_ALNUM:
+        return True
+    if last in _ASCII_DIGITS:
+        return False
+    if last in "sS" and s[-2:-1] in ("'", "’"):
+        return True
+    return not _ASCII_DIGITS.isdisjoint(s[-6:-1])
+
+
 def _split_chunk(chunk: str, out: list[str]) -> None:
     prefixes: list[str] = []
     suffixes: list[str] = []
@@ -89,8 +114,10 @@ def _split_chunk(chunk: str, out: list[str]) -> None:
             # Suffixes are short except a run of dots, so only the tail needs searching.
             if s.endswith(".."):
                 m = _TRAILING_DOTS.search(s)
-            else:
+            elif _may_end_in_suffix(s):
                 m = _SUFFIX.search(s, max(0, len(s) - 6))
+            else:
+                m = None
             if m:
                 suffixes.append(s[m.start():])
                 s = s[: m.start()]
@@ -102,13 +129,15 @@ def _split_chunk(chunk: str, out: list[str]) -> None:
     if s:
         if s in _SPLIT_WORDS:
             out.extend(_SPLIT_WORDS[s])
-        elif s in _EXCEPTIONS or s.isalnum() or _URL.match(s):
+        elif s in _EXCEPTIONS or s.isalnum() or ("." in s and _URL.match(s)):
             out.append(s)
         else:
-            m = _CONTRACTION.match(s)
+            m = ("'" in s or "’" in s) and _CONTRACTION.match(s)
             if m:
                 out.append(m.group(1))
                 out.append(m.group(2))
+            elif not _MAY_HAVE_INFIX.search(s):
+                out.append(s)
             else:
                 start = 0
                 for inf in _INFIX.finditer(s):
@@ -153,39 +182,40 @@ def _split_simple(chunk: str, out: list[str]) -> bool:
     return True
 
 
-# Web text repeats its punctuated chunks ("the,", "(see", "e.g.") endlessly: splitting each
-# distinct one once is most of the speed. Cleared when large; results do not depend on it.
+# Web text repeats its chunks ("the", "the,", "(see", "e.g.") endlessly: splitting each distinct
+# one once and then looking it up is most of the speed. Cleared when large (bounded memory);
+# results never depend on it.
 _CACHE: dict[str, tuple[str, ...]] = {}
 _CACHE_MAX = 200_000
 
 
-def _split_complex(chunk: str) -> tuple[str, ...]:
+def _split_one(chunk: str) -> tuple[str, ...]:
+    if chunk.isalnum():
+        if chunk in _SPLIT_WORDS:
+            return _SPLIT_WORDS[chunk]
+        if chunk[0].isdigit() and not chunk.isdigit() and (m := _NUMBER_UNIT.match(chunk)):
+            return m.groups()  # "16MB" -> "16" "MB"
+        return (chunk,)
+    if len(chunk) == 1:  # one character: nothing to split
+        return (chunk,)
     out: list[str] = []
     if not _split_simple(chunk, out):
         _split_chunk(chunk, out)
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    toks = _CACHE[chunk] = tuple(out)
-    return toks
+    return tuple(out)
 
 
 def split_words(text: str) -> list[str]:
     """Word tokens of `text` (whitespace dropped), close to datatrove's `split_into_words`."""
-    out: list[str] = []
-    append, extend, cached = out.append, out.extend, _CACHE.get
-    for chunk in text.split():
-        if chunk.isalnum():
-            if chunk in _SPLIT_WORDS:
-                extend(_SPLIT_WORDS[chunk])
-            elif chunk[0].isdigit() and not chunk.isdigit() and (m := _NUMBER_UNIT.match(chunk)):
-                extend(m.groups())  # "16MB" -> "16" "MB"
-            else:
-                append(chunk)
-        elif len(chunk) == 1:  # one character: nothing to split
-            append(chunk)
-        else:
-            extend(cached(chunk) or _split_complex(chunk))
-    return out
+    chunks = text.split()
+    # Set and dict operations run in C: only chunks never seen before reach Python code.
+    missing = set(chunks).difference(_CACHE)
+    if missing:
+        if len(_CACHE) + len(missing) > _CACHE_MAX:
+            _CACHE.clear()
+            missing = set(chunks)
+        for chunk in missing:
+            _CACHE[chunk] = _split_one(chunk)
+    return list(chain.from_iterable(map(_CACHE.__getitem__, chunks)))
 
 
 _STERM = regex.compile(r"^\p{Sentence_Terminal}$")
