@@ -13,6 +13,7 @@ Variants, per precision:
     hf_compiled     torch.compile(GPT2LMHeadModel) + torch.optim.AdamW(fused=True)
     ours_eager      our GPT + fused chunked LM-head/cross-entropy + our AdamW (foreach)
     ours_compiled   the same with torch.compile on the model and our compiled AdamW update
+    ours_compiled_adamw  eager model, our AdamW update compiled (TrainConfig.compile_optimizer)
     ours_*_native   (bf16 only, for transparency) ours with torch's own bf16 GEMM in the LM
                     head even where the CPU lacks bf16 instructions (see training/fused_loss.py)
 Variants are timed in alternation, `--steps` steps per turn, `--rounds` turns, in one process,
@@ -95,9 +96,11 @@ def hf_variant(compiled: bool, dtype) -> Variant:
                    lambda: opt.zero_grad(set_to_none=True), _autocast(dtype))
 
 
-def ours_variant(compiled: bool, dtype, native_bf16: bool = False) -> Variant:
+def ours_variant(compiled: bool, dtype, native_bf16: bool = False,
+                 compiled_adamw: bool | None = None) -> Variant:
     model = GPT(CONFIG, seed=0).train()
-    opt = AdamW(param_groups(model, WD), lr=LR, betas=BETAS, compiled=compiled)
+    compiled_adamw = compiled if compiled_adamw is None else compiled_adamw
+    opt = AdamW(param_groups(model, WD), lr=LR, betas=BETAS, compiled=compiled_adamw)
     loss_model = LossModel(model, fused=True, bf16_via_fp32=False if native_bf16 else None)
     run = torch.compile(loss_model) if compiled else loss_model
     params = list(model.parameters())
@@ -107,6 +110,8 @@ def ours_variant(compiled: bool, dtype, native_bf16: bool = False) -> Variant:
         opt.step(lr=LR)
 
     name = f"ours_{'compiled' if compiled else 'eager'}" + ("_native" if native_bf16 else "")
+    if compiled_adamw and not compiled:
+        name = "ours_compiled_adamw"
     return Variant(name, model, run, params, opt_step, opt.zero_grad, _autocast(dtype))
 
 
@@ -120,6 +125,7 @@ def bench(precision: str, rounds: int, steps: int, variants: list[str]) -> dict:
         "hf_compiled": lambda: hf_variant(True, dtype),
         "ours_eager": lambda: ours_variant(False, dtype),
         "ours_compiled": lambda: ours_variant(True, dtype),
+        "ours_compiled_adamw": lambda: ours_variant(False, dtype, compiled_adamw=True),
         "ours_compiled_native": lambda: ours_variant(True, dtype, native_bf16=True),
     }
     runs = []
@@ -172,7 +178,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=2, help="steps per variant per round")
     parser.add_argument("--variants", nargs="+", default=[
-        "hf_eager", "hf_compiled", "ours_eager", "ours_compiled", "ours_compiled_native"])
+        "hf_eager", "hf_compiled", "ours_eager", "ours_compiled", "ours_compiled_adamw",
+        "ours_compiled_native"])
     args = parser.parse_args()
     result = {
         "config": {"n_layer": CONFIG.n_layer, "n_head": CONFIG.n_head, "n_embd": CONFIG.n_embd,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from evaluation.lookup_decoding import greedy_lookup
 from model.checkpoint import unwrap_model
+from model.decode_step import DecodeStep
 from model.tokenizer import EOT_TOKEN
 
 
@@ -115,9 +116,10 @@ def _cached_steps(model, gpt, idx: torch.Tensor, max_new_tokens: int):
     # vocab_size rows of the tied matrix, so padded ids never get a logit.
     head = gpt.lm_head.weight[: gpt.config.vocab_size]
     hidden = gpt.hidden_states(idx, cache)  # prefill: the whole prompt in one pass
+    step = DecodeStep(gpt)  # then one new position per pass, cached keys reused
+    nxt = yield F.linear(hidden[:, -1, :], head)  # (B, V)
     while True:
-        nxt = yield F.linear(hidden[:, -1, :], head)  # (B, V)
-        hidden = gpt.hidden_states(nxt, cache)  # (B, 1, C): one new position, cached keys reused
+        nxt = yield step(nxt.view(-1), cache)
 
 
 def _recompute_steps(model, gpt, idx: torch.Tensor, max_new_tokens: int):

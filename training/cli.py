@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"TrainConfig.{name}")
     parser.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction,
                         default=None, help="torch.compile the model and optimizer")
+    parser.add_argument("--compile-optimizer", dest="compile_optimizer",
+                        action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile just the AdamW update (default: as --compile)")
     parser.add_argument("--fused-loss", dest="fused_loss", action=argparse.BooleanOptionalAction,
                         default=None, help="chunked LM head + cross-entropy")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -81,7 +84,8 @@ def config_from_args(args: argparse.Namespace):
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    for name, _ in [*_FLAGS.values(), ("compile", bool), ("fused_loss", bool)]:
+    for name, _ in [*_FLAGS.values(), ("compile", bool), ("compile_optimizer", bool),
+                    ("fused_loss", bool)]:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     overrides.update(data=args.data, out=args.out, resume=args.resume)

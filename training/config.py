@@ -49,6 +49,10 @@ class TrainConfig:
             scaling; CUDA only) or "auto" (bf16 where the device supports it, else fp16 on
             CUDA, else fp32).
         compile: torch.compile the model and the optimizer update.
+        compile_optimizer: torch.compile just the AdamW update (None: as `compile`). On CPU in
+            fp32 the compiled model is no faster than eager, but the compiled update (one fused
+            pass over param, grad and moments) is ~4x faster than the foreach one; compiling
+            costs ~10 s once, so it pays off on runs longer than a few hundred steps.
         fused_loss: chunked LM head + cross-entropy that never materialises all logits (see
             training/fused_loss.py); same loss, less memory traffic.
         seed: seeds model init, data order and every RNG.
@@ -78,6 +82,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: Precision = "fp32"
     compile: bool = False
+    compile_optimizer: bool | None = None
     fused_loss: bool = True
     seed: int = 1337
     eval_every: int = 0

@@ -49,48 +49,84 @@ def _compute_dtype(device_type: str) -> torch.dtype:
     return torch.float32
 
 
+# A fresh 100 MB tensor costs about as much in page faults as the matmul that fills it (glibc
+# hands allocations this large straight to mmap, and they come back zero-filled on first touch),
+# so in eager mode on CPU the chunk's logits buffer is kept between calls and reused.
+_LOGITS_BUFFER: dict[tuple, torch.Tensor] = {}
+
+
+def _logits_buffer(rows: int, cols: int, device: torch.device) -> torch.Tensor:
+    if device.type != "cpu" or torch.compiler.is_compiling():
+        return torch.empty(rows, cols, device=device)  # GPU: the caching allocator reuses memory
+    key = (rows, cols)
+    if key not in _LOGITS_BUFFER:
+        _LOGITS_BUFFER.clear()  # one buffer at a time: the shape only changes between configs
+        _LOGITS_BUFFER[key] = torch.empty(rows, cols)
+    return _LOGITS_BUFFER[key]
+
+
+# Below this, -log p loses digits to fp32's subnormal range; 1e-30 is a loss of about 69.
+_TINY_PROB = 1e-30
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk, ignore_index, dtype, upcast):
-        # h: (N, C) any float dtype; weight: (V, C) fp32 parameter; targets: (N,) int64.
+    def forward(ctx, h, weight, targets, chunk, ignore_index, dtype, upcast, n_classes):
+        # h: (N, C) any float dtype; weight: (V_padded, C) fp32 parameter, of which the first
+        # n_classes rows are classes; targets: (N,) int64.
         # upcast: multiply the bf16-rounded operands with the fp32 GEMM (see module docstring).
-        N, V = h.size(0), weight.size(0)
+        N, V = h.size(0), n_classes
         upcast = upcast and dtype != torch.float32
-        w = weight.to(dtype)  # the (V, C) operand, rounded once
+        w = weight[:V].to(dtype)  # the (V, C) operand, rounded once
         if upcast:
             w = w.float()
         valid = targets != ignore_index
         n_valid = valid.sum().clamp(min=1).float()
+        # d(mean loss)/d(logits) = (softmax - one_hot) * row_scale, row_scale = valid / n_valid;
+        # the scale is applied to the small (n, C) operands and results, not to the logits.
+        row_scale = (valid.float() / n_valid).unsqueeze(1)  # (N, 1)
         loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty(N, h.size(1), dtype=torch.float32, device=h.device)
-        grad_w = torch.zeros(V, h.size(1), dtype=torch.float32, device=h.device)
+        # Padding rows are part of the gradient (zero), so autograd needs no slice-backward copy.
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
+        buffer = _logits_buffer(min(chunk, N), V, h.device)
         rows = torch.arange(min(chunk, N), device=h.device)
         for s in range(0, N, chunk):
             e = min(s + chunk, N)
             hc = h[s:e].to(dtype)  # (n, C)
             if upcast:
                 hc = hc.float()
-            tc, vc = targets[s:e], valid[s:e]
-            logits = (hc @ w.t()).float()  # (n, V) fp32, the only big buffer, reused in place
-            target_logit = logits.gather(1, tc.clamp(min=0).unsqueeze(1)).squeeze(1)  # (n,)
-            # Softmax in place, without logsumexp's temporaries: subtract the row max,
-            # exponentiate, sum. lse = max + log(sum).
-            row_max = logits.amax(dim=1)  # (n,)
-            logits.sub_(row_max.unsqueeze(1)).exp_()
-            row_sum = logits.sum(dim=1)  # (n,)
-            lse = row_max + row_sum.log()
-            loss_sum += torch.where(vc, lse - target_logit, 0.0).sum()
-            # d(mean loss)/d(logits) = (softmax - one_hot) / n_valid; ignored rows scale to 0.
-            logits.mul_((vc.float() / (row_sum * n_valid)).unsqueeze(1))
-            logits[rows[: e - s], tc.clamp(min=0)] -= vc.float() / n_valid
+            tc = targets[s:e].clamp(min=0)
+            logits = buffer[: e - s]  # (n, V) fp32, reused in place from logits to gradient
+            if hc.dtype == torch.float32:
+                torch.mm(hc, w.t(), out=logits)
+            else:
+                logits.copy_(hc @ w.t())
+            target_logit = logits.gather(1, tc.unsqueeze(1)).squeeze(1)  # (n,)
+            # Softmax in place: torch's kernel works row by row (max, exp and sum, scale) while
+            # the row is in cache, one pass over memory. The loss is then -log p[target]...
+            torch._softmax(logits, 1, False, out=logits)
+            target_p = logits.gather(1, tc.unsqueeze(1)).squeeze(1)  # (n,)
+            vc = valid[s:e]
+            # ...except where p[target] is too small for fp32 to hold well (a logit ~80 below
+            # the row's maximum: essentially never): those rows are recomputed exactly.
+            tiny = vc & (target_p < _TINY_PROB)
+            nll = -target_p.log()
+            if tiny.any():
+                exact = torch.logsumexp(hc[tiny] @ w.t(), dim=1).float() - target_logit[tiny]
+                nll = nll.masked_scatter(tiny, exact)
+            loss_sum += torch.where(vc, nll, 0.0).sum()
+            logits[rows[: e - s], tc] -= 1.0
             g = logits.to(dtype)
             if upcast:
                 g = g.float()
-            grad_h[s:e] = g @ w  # (n, V) @ (V, C)
+            scale = row_scale[s:e]
+            grad_h[s:e] = torch.mm(g, w).mul_(scale)  # (n, V) @ (V, C)
+            hs = (hc * scale).to(hc.dtype)
             if g.dtype == torch.float32:
-                grad_w.addmm_(g.t(), hc)  # (V, n) @ (n, C), accumulated in fp32
+                grad_w[:V].addmm_(g.t(), hs)  # (V, n) @ (n, C), accumulated in fp32
             else:  # native bf16 GEMM: bf16 result per chunk, summed over chunks in fp32
-                grad_w += (g.t() @ hc).float()
+                grad_w[:V] += (g.t() @ hs).float()
         ctx.save_for_backward(grad_h, grad_w)
         ctx.h_dtype = h.dtype
         return loss_sum / n_valid
@@ -100,22 +136,24 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         # In place: the saved gradients are used once (no retain_graph in training).
         grad_h, grad_w = ctx.saved_tensors
         return (grad_h.mul_(grad_out).to(ctx.h_dtype), grad_w.mul_(grad_out),
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
 
 def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                                chunk: int = DEFAULT_CHUNK, ignore_index: int = -1,
-                               bf16_via_fp32: bool | None = None) -> torch.Tensor:
-    """Mean cross-entropy of logits h @ weight.T against targets (ignore_index skipped), with
-    gradients for h and weight, never holding more than chunk x V logits. bf16_via_fp32: run
-    bf16 matmuls as fp32 GEMMs of bf16-rounded operands (None: where the device lacks bf16
-    instructions)."""
+                               bf16_via_fp32: bool | None = None,
+                               n_classes: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy of logits h @ weight[:n_classes].T against targets (ignore_index
+    skipped), with gradients for h and weight (zero for the padding rows past n_classes), never
+    holding more than chunk x n_classes logits. bf16_via_fp32: run bf16 matmuls as fp32 GEMMs
+    of bf16-rounded operands (None: where the device lacks bf16 instructions)."""
     dtype = _compute_dtype(h.device.type)
     if bf16_via_fp32 is None:
         bf16_via_fp32 = not native_bf16_matmul(h.device.type)
+    n_classes = weight.size(0) if n_classes is None else n_classes
     with torch.autocast(h.device.type, enabled=False):
         return _FusedLinearCrossEntropy.apply(h, weight, targets, chunk, ignore_index, dtype,
-                                              bf16_via_fp32)
+                                              bf16_via_fp32, n_classes)
 
 
 class LossModel(nn.Module):
@@ -135,9 +173,10 @@ class LossModel(nn.Module):
         if not self.fused:
             return self.gpt(idx, targets)[1]
         h = self.gpt.hidden_states(idx)  # (B, T, C)
-        weight = self.gpt.lm_head.weight[: self.gpt.config.vocab_size]  # (V, C) tied, unpadded
-        return fused_linear_cross_entropy(h.reshape(-1, h.size(-1)), weight, targets.reshape(-1),
-                                          self.chunk, bf16_via_fp32=self.bf16_via_fp32)
+        return fused_linear_cross_entropy(h.reshape(-1, h.size(-1)), self.gpt.lm_head.weight,
+                                          targets.reshape(-1), self.chunk,
+                                          bf16_via_fp32=self.bf16_via_fp32,
+                                          n_classes=self.gpt.config.vocab_size)
 
 
 def reference_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

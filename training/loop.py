@@ -98,7 +98,8 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
     model = GPT(cfg.model_config(), seed=cfg.seed).to(device)  # same init on every rank
     groups = param_groups(model, cfg.weight_decay)
     optimizer = AdamW(groups, lr=cfg.max_lr, betas=cfg.betas, eps=cfg.eps,
-                      weight_decay=cfg.weight_decay, compiled=cfg.compile)
+                      weight_decay=cfg.weight_decay,
+                      compiled=cfg.compile if cfg.compile_optimizer is None else cfg.compile_optimizer)
     loader = ShardLoader(shards.train, cfg.micro_batch, seq_len, cfg.seed, dist.rank,
                          dist.world_size)
     scaler = precision.grad_scaler()

@@ -82,6 +82,7 @@ class TrainingConfig(Config):
     warmup_steps: int | None = None
     precision: PrecisionChoice | None = None
     compile: bool | None = None
+    compile_optimizer: bool | None = None
     device: DeviceChoice | None = None
     seed: int | None = None
     eval_every: int | None = None
@@ -94,7 +95,7 @@ class TrainingConfig(Config):
 
     def overrides(self) -> dict:
         names = ("max_steps", "batch_tokens", "micro_batch", "seq_len", "max_lr", "min_lr",
-                 "warmup_steps", "precision", "compile", "device", "seed", "eval_every",
+                 "warmup_steps", "precision", "compile", "compile_optimizer", "device", "seed", "eval_every",
                  "eval_tokens", "checkpoint_every", "log_every")
         out = {n: _plain(getattr(self, n)) for n in names if getattr(self, n) is not None}
         model = {n: getattr(self, n) for n in ("n_layer", "n_embd", "n_head") if getattr(self, n) is not None}
