@@ -11,7 +11,10 @@ Design:
 - Prompts of different lengths are grouped by length and each group runs as one batch. Every row
   of a group sits at the same positions, so no padding and no padding mask is needed (the model
   has none) and each row is computed as it would be alone, up to the rounding of batched matmuls.
-- Greedy (temperature == 0) takes the argmax of the logits: no softmax over the vocabulary.
+- Each new position runs through model/decode_step.py (the same operations without module
+  calls). Greedy (temperature == 0) takes the argmax of the logits: no softmax over the
+  vocabulary, and on CPU not even all the logits: the LM head is screened in int8 and only the
+  rows that can hold the maximum are computed in fp32 (model/screened_argmax.py).
   A lone greedy prompt also checks prompt-lookup drafts, several tokens per forward pass, with
   the same output (evaluation/lookup_decoding.py); `lookahead=0` turns that off.
 - The model only ever produces logits for the real vocabulary (the padded rows of the embedding
@@ -98,9 +101,14 @@ def generate(
                     )
                     continue
                 idx = torch.tensor([prompts[i] for i in rows], dtype=torch.long, device=device)
-                step = _cached_steps if use_cache else _recompute_steps
-                out = _decode(step(model, gpt, idx, max_new_tokens), idx.size(0), max_new_tokens,
-                              temperature, top_k, top_p, gen, eot_token if stop_at_eot else None)
+
+                def choose(logits):
+                    return sample_next(logits, temperature, top_k, top_p, gen)
+
+                steps = (_cached_steps(gpt, idx, max_new_tokens, choose, greedy=temperature == 0)
+                         if use_cache else _recompute_steps(model, idx, choose))
+                out = _decode(steps, idx.size(0), max_new_tokens,
+                              eot_token if stop_at_eot else None)
                 for row, tokens in zip(rows, out):
                     results[row] = tokens
     finally:
@@ -108,8 +116,10 @@ def generate(
     return results
 
 
-def _cached_steps(model, gpt, idx: torch.Tensor, max_new_tokens: int):
-    """Coroutine: yields last-position logits (B, V); is sent the next tokens (B, 1)."""
+def _cached_steps(gpt, idx: torch.Tensor, max_new_tokens: int, choose, greedy: bool):
+    """Coroutine: yields the next tokens (B,) and is sent them back once recorded. `choose`
+    turns last-position logits (B, V) into tokens; greedy steps go through DecodeStep.greedy,
+    which finds the largest logit without computing all of them."""
     cache = gpt.new_cache(idx.size(0), idx.size(1) + max_new_tokens)
     # Only the last position's logits are ever needed: apply the LM head to it alone, which in
     # the prefill spares a (prompt_len x vocab) matmul. Same head as GPT.forward: the first
@@ -117,26 +127,25 @@ def _cached_steps(model, gpt, idx: torch.Tensor, max_new_tokens: int):
     head = gpt.lm_head.weight[: gpt.config.vocab_size]
     hidden = gpt.hidden_states(idx, cache)  # prefill: the whole prompt in one pass
     step = DecodeStep(gpt)  # then one new position per pass, cached keys reused
-    nxt = yield F.linear(hidden[:, -1, :], head)  # (B, V)
+    nxt = yield choose(F.linear(hidden[:, -1, :], head))
     while True:
-        nxt = yield step(nxt.view(-1), cache)
+        nxt = yield step.greedy(nxt, cache) if greedy else choose(step(nxt, cache))
 
 
-def _recompute_steps(model, gpt, idx: torch.Tensor, max_new_tokens: int):
+def _recompute_steps(model, idx: torch.Tensor, choose):
     """Same protocol as _cached_steps, recomputing the full sequence every step (reference)."""
     while True:
         logits, _ = model(idx)
-        nxt = yield logits[:, -1, :]
-        idx = torch.cat([idx, nxt], dim=1)
+        nxt = yield choose(logits[:, -1, :])
+        idx = torch.cat([idx, nxt.unsqueeze(1)], dim=1)
 
 
-def _decode(steps, batch: int, max_new_tokens: int, temperature, top_k, top_p, gen, eot):
-    logits = next(steps)
-    out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=logits.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=logits.device)
+def _decode(steps, batch: int, max_new_tokens: int, eot):
+    nxt = next(steps)  # (B,)
+    out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=nxt.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=nxt.device)
     n = 0
     for n in range(1, max_new_tokens + 1):
-        nxt = sample_next(logits, temperature, top_k, top_p, gen)  # (B,)
         out[:, n - 1] = nxt
         if eot is not None:
             done |= nxt == eot
@@ -145,7 +154,7 @@ def _decode(steps, batch: int, max_new_tokens: int, temperature, top_k, top_p, g
                 break
         if n == max_new_tokens:
             break
-        logits = steps.send(nxt.unsqueeze(1))
+        nxt = steps.send(nxt)
     steps.close()
     rows = out[:, :n].tolist()
     if eot is not None:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from model.kv_cache import KVCache
+from model.screened_argmax import ScreenedArgmax, screening_supported
 
 
 class DecodeStep:
@@ -54,6 +55,18 @@ class DecodeStep:
 
     def __call__(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """tokens (B,) at position cache.pos -> logits (B, vocab_size); advances the cache."""
+        return F.linear(self.hidden(tokens, cache), self.head)
+
+    def greedy(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """tokens (B,) -> the most likely next tokens (B,), as self(tokens, cache).argmax(-1),
+        but screening the LM head in int8 where that reads fewer bytes (model/screened_argmax.py)."""
+        hidden = self.hidden(tokens, cache)
+        if screening_supported(self.head):
+            return ScreenedArgmax.for_weight(self._gpt.lm_head.weight, self.head.size(0))(hidden)
+        return F.linear(hidden, self.head).max(dim=-1).indices
+
+    def hidden(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """tokens (B,) -> the final LayerNorm's output (B, C), the LM head's input."""
         if self._gpt.training:
             raise RuntimeError("DecodeStep runs the model in eval mode only (no dropout)")
         pos, end = cache.pos, cache.pos + 1
@@ -82,4 +95,4 @@ class DecodeStep:
             h = F.gelu(addmm(bf, F.layer_norm(x, shape, w2, b2, eps), wf), approximate="tanh")
             x = addmm(bm, h, wm).add_(x)
         cache.advance(1)
-        return F.linear(F.layer_norm(x, shape, *self.ln_f, eps), self.head)
+        return F.layer_norm(x, shape, *self.ln_f, eps)

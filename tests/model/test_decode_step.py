@@ -51,3 +51,19 @@ def test_decode_step_refuses_training_mode_and_a_full_cache():
         model.train()
         with pytest.raises(RuntimeError, match="eval mode"):
             step(torch.tensor([1]), cache)
+
+
+@pytest.mark.parametrize("vocab", [300, 5000])  # 5000 rows: the fp16-screened head where available
+def test_greedy_step_picks_the_argmax_of_the_logits(vocab):
+    model = _model(vocab_size=vocab, padded_vocab_size=vocab + 64)
+    with torch.inference_mode():
+        a, b = model.new_cache(2, 40), model.new_cache(2, 40)
+        prompt = torch.randint(0, vocab, (2, 5), generator=torch.Generator().manual_seed(3))
+        model.hidden_states(prompt, a)
+        model.hidden_states(prompt, b)
+        step, tokens = DecodeStep(model), prompt[:, -1]
+        for _ in range(20):
+            picked = step.greedy(tokens, a)
+            assert torch.equal(picked, step(tokens, b).max(dim=-1).indices)
+            assert int(picked.max()) < vocab  # padded rows are never candidates
+            tokens = picked
