@@ -12,7 +12,10 @@ attention, sdpa). One warm-up call per side, then the sides alternate `--repeats
 load from other processes hits both alike; the medians decide the ratio, and the outputs of
 all sides are compared token for token. Prints one JSON object.
 
-"ours" decodes one token per forward pass, like transformers: the like-for-like figure.
+"ours" decodes one token per forward pass, like transformers: the like-for-like figure. Its step
+is model/decode_step.py, and its greedy pick screens the LM head with an fp16 copy and settles
+the few candidate rows in fp32 (model/screened_argmax.py): the model and every logit that
+decides are fp32, and the tokens are checked equal to transformers' below.
 "ours_lookup" is generate()'s default for a lone greedy prompt, prompt-lookup drafts checked
 several per pass (evaluation/lookup_decoding.py): the same tokens, but its speed depends on how
 repetitive the text is, and greedy text from random weights (this benchmark) is very repetitive,
