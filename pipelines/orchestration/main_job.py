@@ -261,12 +261,25 @@ def print_summary(instance, ws: Workspace, mlflow, seconds: float) -> None:
         f"  MLflow:         {db}",
         "",
         "Open the Dagster UI (asset graph, runs, checks) on http://127.0.0.1:3000:",
-        f"  hgpt ui      # or: DAGSTER_HOME={ws.dagster_home} dagster dev -w {REPO_ROOT / 'workspace.yaml'} -h 127.0.0.1 -p 3000",
+        f"  {_command('hgpt')} ui      # or: DAGSTER_HOME={ws.dagster_home} {_command('dagster')} dev "
+        f"-w {REPO_ROOT / 'workspace.yaml'} -h 127.0.0.1 -p 3000",
         "Open the MLflow UI (runs, loss curves, checkpoints, registered model) on http://127.0.0.1:5000:",
-        f"  hgpt mlflow-ui   # or: mlflow ui --backend-store-uri {db} -h 127.0.0.1 -p 5000",
+        f"  {_command('hgpt')} mlflow-ui   # or: {_command('mlflow')} ui --backend-store-uri {db} -h 127.0.0.1 -p 5000",
         "  (MLflow opens in GenAI mode: choose \"Model training\" to see the runs)",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _command(name: str) -> str:
+    """How to call a console script of this environment from the current directory: the venv's
+    bin/ is usually not on PATH (scripts/run.sh does not activate it)."""
+    script = Path(sys.executable).parent / name
+    if not script.exists():
+        return name
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 if __name__ == "__main__":
