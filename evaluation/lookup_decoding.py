@@ -19,6 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from model.decode_step import DecodeStep
+from model.screened_argmax import ScreenedArgmax, screening_supported
+
 
 MAX_PAUSE = 16  # longest pause in drafting after drafts keep failing (steps)
 
@@ -58,6 +61,12 @@ def greedy_lookup(gpt, prompt: list[int], max_new_tokens: int, eot: int | None,
     device = gpt.transformer.wte.weight.device
     head = gpt.lm_head.weight[: gpt.config.vocab_size]  # real vocabulary only, as GPT.forward
     cache = gpt.new_cache(1, len(prompt) + max_new_tokens)
+    step = DecodeStep(gpt)
+    if screening_supported(head):  # the argmax of each position without all its logits
+        pick = ScreenedArgmax.for_weight(gpt.lm_head.weight, head.size(0))
+    else:
+        def pick(h):
+            return F.linear(h, head).max(dim=-1).indices
     hidden = gpt.hidden_states(torch.tensor([prompt], device=device), cache)
     out = [int(F.linear(hidden[0, -1], head).max(dim=-1).indices)]
     seq = prompt + out
@@ -71,8 +80,11 @@ def greedy_lookup(gpt, prompt: list[int], max_new_tokens: int, eot: int | None,
         else:
             draft = find_draft(seq, max_ngram, min(k, max_new_tokens - len(out) - 1), min_ngram)
         start = cache.pos
-        hidden = gpt.hidden_states(torch.tensor([[out[-1], *draft]], device=device), cache)
-        choices = F.linear(hidden[0], head).max(dim=-1).indices.tolist()  # greedy after each input
+        if draft:
+            hidden = gpt.hidden_states(torch.tensor([[out[-1], *draft]], device=device), cache)
+            choices = pick(hidden[0]).tolist()  # greedy after each input
+        else:  # a plain step: the module-free one
+            choices = step.greedy(torch.tensor([out[-1]], device=device), cache).tolist()
         accepted = 0
         while accepted < len(draft) and draft[accepted] == choices[accepted]:
             accepted += 1
