@@ -13,8 +13,8 @@ Design:
   has none) and each row is computed as it would be alone, up to the rounding of batched matmuls.
 - Each new position runs through model/decode_step.py (the same operations without module
   calls). Greedy (temperature == 0) takes the argmax of the logits: no softmax over the
-  vocabulary, and on CPU not even all the logits: the LM head is screened in int8 and only the
-  rows that can hold the maximum are computed in fp32 (model/screened_argmax.py).
+  vocabulary, and on CPU not even all the logits: the LM head is screened with an fp16 copy and
+  only the rows that can hold the maximum are computed in fp32 (model/screened_argmax.py).
   A lone greedy prompt also checks prompt-lookup drafts, several tokens per forward pass, with
   the same output (evaluation/lookup_decoding.py); `lookahead=0` turns that off.
 - The model only ever produces logits for the real vocabulary (the padded rows of the embedding

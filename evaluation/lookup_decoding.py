@@ -17,10 +17,9 @@ text is (free-running text from a trained model repeats less than a random-weigh
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from model.decode_step import DecodeStep
-from model.screened_argmax import ScreenedArgmax, screening_supported
+from model.screened_argmax import head_argmax
 
 
 MAX_PAUSE = 16  # longest pause in drafting after drafts keep failing (steps)
@@ -59,16 +58,14 @@ def greedy_lookup(gpt, prompt: list[int], max_new_tokens: int, eot: int | None,
     rejection); and after a draft whose first token is wrong, drafting pauses for 1, 2, 4 ...
     up to MAX_PAUSE steps, so text whose drafts keep failing costs about plain decoding."""
     device = gpt.transformer.wte.weight.device
-    head = gpt.lm_head.weight[: gpt.config.vocab_size]  # real vocabulary only, as GPT.forward
     cache = gpt.new_cache(1, len(prompt) + max_new_tokens)
     step = DecodeStep(gpt)
-    if screening_supported(head):  # the argmax of each position without all its logits
-        pick = ScreenedArgmax.for_weight(gpt.lm_head.weight, head.size(0))
-    else:
-        def pick(h):
-            return F.linear(h, head).max(dim=-1).indices
+
+    def pick(h):  # each position's argmax over the real vocabulary only, as GPT.forward
+        return head_argmax(h, gpt.lm_head.weight, gpt.config.vocab_size)
+
     hidden = gpt.hidden_states(torch.tensor([prompt], device=device), cache)
-    out = [int(F.linear(hidden[0, -1], head).max(dim=-1).indices)]
+    out = [int(pick(hidden[0, -1:])[0])]
     seq = prompt + out
     k, pause, backoff = lookahead, 0, 1
     while len(out) < max_new_tokens and not (eot is not None and out[-1] == eot):

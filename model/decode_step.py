@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from model.kv_cache import KVCache
-from model.screened_argmax import ScreenedArgmax, screening_supported
+from model.screened_argmax import head_argmax
 
 
 class DecodeStep:
@@ -59,11 +59,9 @@ class DecodeStep:
 
     def greedy(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """tokens (B,) -> the most likely next tokens (B,), as self(tokens, cache).argmax(-1),
-        but screening the LM head in int8 where that reads fewer bytes (model/screened_argmax.py)."""
-        hidden = self.hidden(tokens, cache)
-        if screening_supported(self.head):
-            return ScreenedArgmax.for_weight(self._gpt.lm_head.weight, self.head.size(0))(hidden)
-        return F.linear(hidden, self.head).max(dim=-1).indices
+        but screening the LM head with an fp16 copy where that reads fewer bytes
+        (model/screened_argmax.py)."""
+        return head_argmax(self.hidden(tokens, cache), self._gpt.lm_head.weight, self.head.size(0))
 
     def hidden(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """tokens (B,) -> the final LayerNorm's output (B, C), the LM head's input."""

@@ -13,10 +13,11 @@ logit within a bound that holds for any x:
 
 EPS = 2^-9 covers the fp16 rounding of each weight (relative 2^-11), the same again in case
 the kernel rounded x too, and fp32 rounding in both products (each at most C * 2^-24 * sum |w x|,
-<= 2^-12 for widths up to 4096); TINY covers weights in fp16's subnormal range. The row with the largest true logit has an upper bound at least the best lower
-bound, so only those candidate rows (a handful: the bound is ~1e-3 of a logit) are recomputed
-in fp32, and the largest wins: the full product's argmax (logits within fp32 rounding of each
-other are as fragile there as here). Too many candidates, and the full product decides.
+<= 2^-12 for widths up to 4096); TINY covers weights in fp16's subnormal range. The row with the
+largest true logit has an upper bound at least the best lower bound, so only those candidate
+rows (a handful: the bound is ~1e-3 of a logit) are recomputed in fp32, and the largest wins:
+the full product's argmax (logits within fp32 rounding of each other are as fragile there as
+here). Too many candidates, and the full product decides.
 
 The fp16 copy is made once per weight and reused while the weight is unchanged (its version
 counter and storage are checked on every call); an in-place update makes a new one.
@@ -43,6 +44,15 @@ def screening_supported(weight: torch.Tensor) -> bool:
     return (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2
             and weight.size(0) >= 4096 and weight.size(1) <= 4096
             and "fbgemm" in torch.backends.quantized.supported_engines)
+
+
+def head_argmax(x: torch.Tensor, weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """x (B, C) -> (B,) argmax of x @ weight[:rows].T: screened where supported, else the full
+    fp32 product. `weight` is the parameter itself (the screen is cached on it)."""
+    head = weight[:rows]
+    if screening_supported(head):
+        return ScreenedArgmax.for_weight(weight, rows)(x)
+    return F.linear(x, head).max(dim=-1).indices
 
 
 class ScreenedArgmax:

@@ -7,8 +7,9 @@ running its pipeline costs more than every filter rule together, so we do the sa
 a few precompiled regexes (behind cheap tests that rule most of them out), a fast path for plain
 words and a cache of the split of each distinct whitespace chunk. The result is not token-for-token
 identical to spaCy (a small exception table instead of spaCy's thousands of entries, a simpler URL
-rule, no units after decimals), but the filters only look at counts, lengths and repeats, and tests/pipelines/test_data_filter_agreement.py
-checks that keep/reject decisions agree with datatrove's on the samples (>= 99.5% per filter).
+rule, no units after decimals), but the filters only look at counts, lengths and repeats, and
+tests/pipelines/test_data_filter_agreement.py checks that keep/reject decisions agree with
+datatrove's on the samples (>= 99.5% per filter).
 
     python -c "from pipelines.words import split_words; print(split_words('Don't (panic), e.g. now...'))"
 """

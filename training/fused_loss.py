@@ -6,8 +6,9 @@ Why: at GPT-2's vocabulary the head dominates a small model's step. For the `tin
 (batch 8 x 256 tokens) the logits are 2048 x 50257 floats = 412 MB, which the usual path writes,
 reads back for log-softmax, writes again as log-probabilities, and writes/reads twice more in
 the backward pass; on a CPU that memory traffic costs as much as the matmuls. Here the rows are
-processed in chunks: for each chunk the logits are computed, turned straight into the gradient
-(softmax - one_hot) / n in place, and consumed by the two gradient matmuls while still in cache.
+processed in chunks: for each chunk the logits are computed into one reused buffer, turned in
+place into softmax - one_hot, and consumed by the two gradient matmuls (the 1 / n of the mean is
+applied to their small (n, C) operand and result instead of the big buffer).
 The forward pass therefore also does the backward's work; backward() only scales the saved
 gradients by the incoming grad (1 / accumulation steps). Same loss as
 F.cross_entropy(h @ W.T, targets, ignore_index=-1) up to fp32 rounding (tested).
@@ -122,7 +123,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                 g = g.float()
             scale = row_scale[s:e]
             grad_h[s:e] = torch.mm(g, w).mul_(scale)  # (n, V) @ (V, C)
-            hs = (hc * scale).to(hc.dtype)
+            hs = (hc * scale).to(dtype)  # the scaled operand, rounded like every other
+            if upcast:
+                hs = hs.float()
             if g.dtype == torch.float32:
                 grad_w[:V].addmm_(g.t(), hs)  # (V, n) @ (n, C), accumulated in fp32
             else:  # native bf16 GEMM: bf16 result per chunk, summed over chunks in fp32
