@@ -13,8 +13,30 @@ from typing import Literal
 AttentionImpl = Literal["sdpa", "math"]
 
 
+class ConfigSerialisation:
+    """JSON round trip for a config dataclass (GPTConfig here, TrainConfig in training/):
+    unknown fields in the input are an error, not silently dropped."""
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+        return cls(**data)
+
+
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(ConfigSerialisation):
     """Shape of a GPT-2 model.
 
     Attributes:
@@ -71,23 +93,6 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
-
-    def replace(self, **changes) -> "GPTConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "GPTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig fields: {', '.join(unknown)}")
-        return cls(**data)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GPTConfig":

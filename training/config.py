@@ -10,21 +10,19 @@ JSON (`to_dict`/`from_dict`), which is how a checkpoint remembers what it was tr
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from model.config import PRESETS as MODEL_PRESETS
-from model.config import GPTConfig
+from model.config import ConfigSerialisation, GPTConfig
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigSerialisation):
     """Everything a training run needs besides the data on disk.
 
     Attributes:
@@ -164,23 +162,9 @@ class TrainConfig:
     # ---- serialisation ------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
+        data = super().to_dict()
         data["betas"] = list(self.betas)
         return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
-        return cls(**data)
-
-    def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainConfig":
