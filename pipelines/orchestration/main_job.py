@@ -198,15 +198,10 @@ def run_main(source: str = "default", input_dir: str | None = None, hub_config: 
                                "filtered_documents": {"config": {"limit_docs": limit_docs, "force": force}},
                                "deduplicated_documents": {"config": {"force": force}},
                                "dataset_statistics": {"config": {"force": force}}}}
-        t0 = time.time()
         _say("materializing data assets (filter, dedup, tokenize, statistics) ...")
-        res = defs.resolve_job_def("process_snapshot").execute_in_process(
-            run_config={**data_config, **QUIET}, instance=instance, partition_key=snapshot.key, tags=tags,
-            raise_on_error=False)
-        if not res.success:
-            _say(f"data run {res.run_id} failed; see the Dagster UI")
+        if not _execute(defs, "process_snapshot", "data", "data assets", data_config, instance,
+                        tags, partition_key=snapshot.key):
             return 1
-        _say(f"data assets done in {time.time() - t0:.0f}s (run {res.run_id})")
     else:
         _say("data assets up to date (same snapshot files, shards on disk): skipped")
 
@@ -225,15 +220,11 @@ def run_main(source: str = "default", input_dir: str | None = None, hub_config: 
     shard_hashes = {i["snapshot"]: i["content_hash"] for i in inputs}
     config_hash = _config_hash({**run_config, "nproc_per_node": nproc_per_node})
     if force or not training_up_to_date(instance, shard_hashes, config_hash):
-        t0 = time.time()
         _say(f"training ({preset} preset) on {len(inputs)} snapshot(s), then evaluation and samples ...")
-        res = defs.resolve_job_def("retrain_gpt2" if preset == "gpt2" else "retrain").execute_in_process(
-            run_config={**run_config, **QUIET}, instance=instance,
-            tags={**tags, "hgpt/config_hash": config_hash}, raise_on_error=False)
-        if not res.success:
-            _say(f"training run {res.run_id} failed; see the Dagster UI")
+        if not _execute(defs, "retrain_gpt2" if preset == "gpt2" else "retrain", "training",
+                        "training, evaluation and samples", run_config, instance,
+                        {**tags, "hgpt/config_hash": config_hash}):
             return 1
-        _say(f"training, evaluation and samples done in {time.time() - t0:.0f}s (run {res.run_id})")
     else:
         _say("training up to date (same shards and config, checkpoint verifies): skipped")
 
@@ -268,6 +259,20 @@ def print_summary(instance, ws: Workspace, mlflow, seconds: float) -> None:
         "  (MLflow opens in GenAI mode: choose \"Model training\" to see the runs)",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _execute(defs, job: str, what: str, done: str, run_config: dict, instance, tags: dict,
+             partition_key: str | None = None) -> bool:
+    """Run a job in this process, quietly; say how it went (the run id points to the UI)."""
+    t0 = time.time()
+    res = defs.resolve_job_def(job).execute_in_process(
+        run_config={**run_config, **QUIET}, instance=instance, partition_key=partition_key,
+        tags=tags, raise_on_error=False)
+    if not res.success:
+        _say(f"{what} run {res.run_id} failed; see the Dagster UI")
+        return False
+    _say(f"{done} done in {time.time() - t0:.0f}s (run {res.run_id})")
+    return True
 
 
 def _command(name: str) -> str:
