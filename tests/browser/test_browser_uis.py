@@ -83,32 +83,32 @@ def _env(workspace) -> dict:
             "MLFLOW_TRACKING_URI": workspace["tracking"], "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture
-def dagster_ui(workspace):
+def _serve(workspace, name: str, args, health: str, timeout: float):
+    """Start `python -m <args(port)>` on a free port, wait until `health` answers, yield the
+    server; afterwards it must leave no process behind."""
     port = free_port()
-    server = Server([sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
-                     "-h", "127.0.0.1", "-p", str(port)], _env(workspace),
-                    workspace["root"] / "dagster-dev.log", f"http://127.0.0.1:{port}")
+    server = Server([sys.executable, "-m", *args(port)], _env(workspace),
+                    workspace["root"] / f"{name}.log", f"http://127.0.0.1:{port}")
     try:
-        server.wait_http("/server_info", 240)
+        server.wait_http(health, timeout)
         yield server
     finally:
         left = server.stop()
-    assert not left, f"dagster dev left processes behind: {left}"
+    assert not left, f"{name} left processes behind: {left}"
+
+
+@pytest.fixture
+def dagster_ui(workspace):
+    yield from _serve(workspace, "dagster-dev", lambda port: [
+        "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        "/server_info", 240)
 
 
 @pytest.fixture
 def mlflow_ui(workspace):
-    port = free_port()
-    server = Server([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", workspace["tracking"],
-                     "--host", "127.0.0.1", "--port", str(port)], _env(workspace),
-                    workspace["root"] / "mlflow-ui.log", f"http://127.0.0.1:{port}")
-    try:
-        server.wait_http("/health", 180)
-        yield server
-    finally:
-        left = server.stop()
-    assert not left, f"mlflow ui left processes behind: {left}"
+    yield from _serve(workspace, "mlflow-ui", lambda port: [
+        "mlflow", "ui", "--backend-store-uri", workspace["tracking"], "--host", "127.0.0.1",
+        "--port", str(port)], "/health", 180)
 
 
 def _dismiss_dagster_dialogs(page) -> None:
