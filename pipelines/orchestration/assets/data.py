@@ -35,6 +35,14 @@ def stage_dir(workspace: WorkspaceResource, key: str, stage: str) -> Path:
     return workspace.ws().snapshot_dir(key) / stage
 
 
+def _upstream_kept(workspace: WorkspaceResource, key: str, stage: str, asset_name: str) -> Path:
+    """The documents an upstream stage kept; a clear error when it has not run for `key`."""
+    kept = stage_dir(workspace, key, stage) / "kept.parquet"
+    if not kept.exists():
+        raise FileNotFoundError(f"{kept}: materialize {asset_name}[{key}] first")
+    return kept
+
+
 def _fresh(out: Path, force: bool) -> None:
     if force and out.exists():
         shutil.rmtree(out)
@@ -182,9 +190,7 @@ def deduplicated_documents(context: AssetExecutionContext, config: StageConfig,
     from pipelines.dedup import DedupConfig, dedup_snapshot
 
     key = context.partition_key
-    kept = stage_dir(workspace, key, "filtered") / "kept.parquet"
-    if not kept.exists():
-        raise FileNotFoundError(f"{kept}: materialize filtered_documents[{key}] first")
+    kept = _upstream_kept(workspace, key, "filtered", "filtered_documents")
     out = stage_dir(workspace, key, "dedup")
     _fresh(out, config.force)
     cfg = DedupConfig()
@@ -281,9 +287,7 @@ def token_shards(context: AssetExecutionContext, config: TokenizeAssetConfig,
     from pipelines.tokenize import TokenizeConfig, tokenize_documents
 
     key = context.partition_key
-    docs = stage_dir(workspace, key, "dedup") / "kept.parquet"
-    if not docs.exists():
-        raise FileNotFoundError(f"{docs}: materialize deduplicated_documents[{key}] first")
+    docs = _upstream_kept(workspace, key, "dedup", "deduplicated_documents")
     out = stage_dir(workspace, key, "shards")
     _fresh(out, config.force)
     cfg = TokenizeConfig()
