@@ -50,9 +50,14 @@ def head_argmax(x: torch.Tensor, weight: torch.Tensor, rows: int) -> torch.Tenso
     """x (B, C) -> (B,) argmax of x @ weight[:rows].T: screened where supported, else the full
     fp32 product. `weight` is the parameter itself (the screen is cached on it)."""
     head = weight[:rows]
-    if screening_supported(head):
-        return ScreenedArgmax.for_weight(weight, rows)(x)
+    screen = ScreenedArgmax.for_weight(weight, rows) if screening_supported(head) else None
+    if screen is not None:
+        return screen(x)
     return F.linear(x, head).max(dim=-1).indices
+
+
+def _fp16_safe(w: torch.Tensor) -> bool:
+    return bool(w.abs().max() <= FP16_MAX)  # False for inf and NaN too
 
 
 class ScreenedArgmax:
@@ -61,7 +66,7 @@ class ScreenedArgmax:
         if not screening_supported(w):
             raise ValueError(f"screened argmax needs a large 2-D fp32 CPU matrix and fbgemm, got "
                              f"{tuple(w.shape)} {w.dtype} on {w.device}")
-        if not bool(w.abs().max() <= FP16_MAX):
+        if not _fp16_safe(w):
             raise ValueError("weights too large (or not finite) for an fp16 copy")
         self.weight = w
         self._version, self._ptr = w._version, w.data_ptr()
@@ -69,14 +74,17 @@ class ScreenedArgmax:
         self.row_norm = torch.linalg.vector_norm(w, dim=1)  # (V,)
 
     @classmethod
-    def for_weight(cls, weight: torch.Tensor, rows: int | None = None) -> "ScreenedArgmax":
+    def for_weight(cls, weight: torch.Tensor, rows: int | None = None) -> "ScreenedArgmax | None":
         """The screen of weight[:rows], cached on `weight` (a parameter, say: a slice of it would
-        be a new object every time) and rebuilt when the weight changed since it was made."""
+        be a new object every time) and rebuilt when the weight changed since it was made. None
+        (also cached) when fp16 cannot hold the weights: the caller uses the full product."""
         rows = weight.size(0) if rows is None else rows
+        state = (rows, weight._version, weight.data_ptr())
         found = _CACHE.get(weight)
-        if found is None or found.weight.size(0) != rows or not found.matches(weight):
-            found = _CACHE[weight] = cls(weight[:rows])
-        return found
+        if found is None or found[0] != state:
+            head = weight[:rows]
+            found = _CACHE[weight] = (state, cls(head) if _fp16_safe(head) else None)
+        return found[1]
 
     def matches(self, weight: torch.Tensor) -> bool:
         return weight._version == self._version and weight.data_ptr() == self._ptr

@@ -70,3 +70,11 @@ def test_unsupported_weights_are_refused():
         S.ScreenedArgmax(torch.randn(100, 8))
     with pytest.raises(ValueError, match="too large"):
         S.ScreenedArgmax(_weight() * 1e7)
+
+
+def test_weights_fp16_cannot_hold_fall_back_to_the_full_product():
+    x = torch.randn(2, 64)
+    for bad in (_weight() * 1e7, _weight().index_fill(0, torch.tensor([7]), float("nan"))):
+        w = torch.nn.Parameter(bad)
+        assert S.ScreenedArgmax.for_weight(w) is None
+        assert torch.equal(S.head_argmax(x, w, 8192), F.linear(x, w).max(dim=-1).indices)
