@@ -15,10 +15,18 @@ F.cross_entropy(h @ W.T, targets, ignore_index=-1) up to fp32 rounding (tested).
 
 Precision: in fp32 everything is fp32. Under bf16 autocast the operands of the three matmuls are
 rounded to bf16 and accumulated in fp32, exactly what a bf16 GEMM computes; the softmax and the
-loss stay fp32. On CPUs without bf16 dot-product instructions (no AVX512_BF16/AMX) torch's bf16
-GEMM is several times slower than its fp32 one, so there the bf16-rounded operands are multiplied
-by the fp32 GEMM: the same products (a bf16 x bf16 product is exact in fp32) and fp32
-accumulation, just on the faster units. `native_bf16_matmul()` decides.
+loss stay fp32. Two branches compute those products, and `native_bf16_matmul()` picks one (the
+tests force both on every machine):
+- native (GPUs; CPUs with AMX or AVX512_BF16): torch's bf16 GEMM, whose result is rounded to
+  bf16 once per product, as autocast's own matmuls are;
+- bf16 via fp32 (CPUs without bf16 dot-product instructions, where torch's bf16 GEMM is several
+  times slower than its fp32 one): the bf16-rounded operands multiplied by the fp32 GEMM. The
+  products are the same (a bf16 x bf16 product is exact in fp32) and the results stay fp32.
+Only exact operations are applied to the bf16 operands: the 1/n of the mean is not folded into
+them (h * 1/n would be rounded to bf16 a second time; that extra rounding once made the native
+grad-W twice as far from fp32 as autocast's); ignored rows are zeroed (exact) and 1/n scales the
+fp32 results. Tested: each gradient is the exact product of the same bf16 operands, rounded at
+most once to bf16 (native) or not at all (via fp32), plus fp32 accumulation.
 """
 
 from __future__ import annotations
@@ -38,10 +46,17 @@ def native_bf16_matmul(device_type: str = "cpu") -> bool:
     if device_type != "cpu":
         return True
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as f:
+            return cpu_flags_have_bf16(f.read())
     except OSError:
-        return True
-    return any(flag in flags for flag in (" amx_bf16", " avx512_bf16"))
+        return True  # not Linux: assume a current CPU, and torch's own GEMM
+
+
+def cpu_flags_have_bf16(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo's flags name bf16 dot-product instructions (AMX or AVX512_BF16)."""
+    flags = {word for line in cpuinfo.splitlines() if line.startswith("flags")
+             for word in line.split(":", 1)[-1].split()}
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def _compute_dtype(device_type: str) -> torch.dtype:
@@ -83,9 +98,15 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             w = w.float()
         valid = targets != ignore_index
         n_valid = valid.sum().clamp(min=1).float()
-        # d(mean loss)/d(logits) = (softmax - one_hot) * row_scale, row_scale = valid / n_valid;
-        # the scale is applied to the small (n, C) operands and results, not to the logits.
+        # d(mean loss)/d(logits) = (softmax - one_hot) * valid / n_valid, applied to the small
+        # (n, C) operand and results, never to the big logits buffer. In fp32 the whole row scale
+        # goes on grad-W's operand h. In bf16 only the exact 0/1 mask does, and 1 / n_valid
+        # scales the fp32 result in backward: h * 1/n would be rounded to bf16 a second time.
         row_scale = (valid.float() / n_valid).unsqueeze(1)  # (N, 1)
+        if dtype == torch.float32:
+            operand_scale, w_divisor = row_scale, torch.ones_like(n_valid)
+        else:
+            operand_scale, w_divisor = valid.to(dtype).unsqueeze(1), n_valid  # mask: exact
         loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty(N, h.size(1), dtype=torch.float32, device=h.device)
         # Padding rows are part of the gradient (zero), so autograd needs no slice-backward copy.
@@ -121,24 +142,22 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             g = logits.to(dtype)
             if upcast:
                 g = g.float()
-            scale = row_scale[s:e]
-            grad_h[s:e] = torch.mm(g, w).mul_(scale)  # (n, V) @ (V, C)
-            hs = (hc * scale).to(dtype)  # the scaled operand, rounded like every other
-            if upcast:
-                hs = hs.float()
+            grad_h[s:e] = torch.mm(g, w).float().mul_(row_scale[s:e])  # (n, V) @ (V, C)
+            hs = hc * operand_scale[s:e].to(hc.dtype)
             if g.dtype == torch.float32:
                 grad_w[:V].addmm_(g.t(), hs)  # (V, n) @ (n, C), accumulated in fp32
             else:  # native bf16 GEMM: bf16 result per chunk, summed over chunks in fp32
-                grad_w[:V] += (g.t() @ hs).float()
-        ctx.save_for_backward(grad_h, grad_w)
+                grad_w[:V] += g.t() @ hs
+        ctx.save_for_backward(grad_h, grad_w, w_divisor)
         ctx.h_dtype = h.dtype
         return loss_sum / n_valid
 
     @staticmethod
     def backward(ctx, grad_out):
-        # In place: the saved gradients are used once (no retain_graph in training).
-        grad_h, grad_w = ctx.saved_tensors
-        return (grad_h.mul_(grad_out).to(ctx.h_dtype), grad_w.mul_(grad_out),
+        # In place: the saved gradients are used once (no retain_graph in training). A bf16
+        # grad-W was summed without the mean's 1 / n_valid, which is applied here.
+        grad_h, grad_w, w_divisor = ctx.saved_tensors
+        return (grad_h.mul_(grad_out).to(ctx.h_dtype), grad_w.mul_(grad_out / w_divisor),
                 None, None, None, None, None, None)
 
 
