@@ -39,11 +39,16 @@ MAX_CANDIDATES = 1024
 _CACHE = WeakIdKeyDictionary()
 
 
+def fbgemm_available() -> bool:
+    """Whether this torch build has fbgemm's fp16-weight kernel (x86 CPU builds do; others run
+    the full product). The one machine check of this module: tests patch it to force either."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
 def screening_supported(weight: torch.Tensor) -> bool:
-    """fbgemm's fp16-weight kernel: x86 CPU builds of torch. Small heads gain nothing."""
+    """fbgemm's fp16-weight kernel on a CPU fp32 matrix. Small heads gain nothing."""
     return (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2
-            and weight.size(0) >= 4096 and weight.size(1) <= 4096
-            and "fbgemm" in torch.backends.quantized.supported_engines)
+            and weight.size(0) >= 4096 and weight.size(1) <= 4096 and fbgemm_available())
 
 
 def head_argmax(x: torch.Tensor, weight: torch.Tensor, rows: int) -> torch.Tensor:

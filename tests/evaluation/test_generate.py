@@ -41,9 +41,21 @@ def test_batched_rows_equal_rows_alone(model):
     assert together == alone
 
 
+def _force_head(monkeypatch, head: str) -> None:
+    """Greedy decoding's LM head: the fp16 screen (needs fbgemm, so only where the build has it)
+    or the full fp32 product, which builds without fbgemm take; forced either way here."""
+    from model import screened_argmax
+
+    if head == "screened" and not screened_argmax.fbgemm_available():
+        pytest.skip("this torch build has no fbgemm: only the full product can run here")
+    monkeypatch.setattr(screened_argmax, "fbgemm_available", lambda: head == "screened")
+
+
+@pytest.mark.parametrize("head", ["screened", "full"])
 @pytest.mark.parametrize("lookahead", [0, 4])  # one token per pass, and prompt-lookup drafts
-def test_greedy_equals_transformers_generate(model, tmp_path, lookahead):
+def test_greedy_equals_transformers_generate(model, tmp_path, lookahead, head, monkeypatch):
     transformers = pytest.importorskip("transformers")
+    _force_head(monkeypatch, head)
     from model.hf_interop import export_hf
 
     export_hf(model, tmp_path / "hf")
