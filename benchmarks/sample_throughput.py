@@ -41,29 +41,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluation.generate import generate  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from model.hf_interop import export_hf  # noqa: E402
+from benchmarks.machine import cpu_bf16_flags, cpu_name  # noqa: E402
 
 TARGETS = {"tiny": 1.5, "gpt2": 1.2}  # required speed-up over transformers (issue 7)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def bench_preset(preset: str, prompt_len: int, new_tokens: int, repeats: int) -> dict:
+def bench_preset(preset: str, prompt_len: int, new_tokens: int, repeats: int,
+                 device: str = "cpu", overrides: dict | None = None) -> dict:
     import transformers
 
-    model = GPT(GPTConfig.preset(preset), seed=0).eval()
+    model = GPT(GPTConfig.preset(preset, **(overrides or {})), seed=0).eval()
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len),
                            generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         export_hf(model, Path(tmp) / "hf")
-        hf = transformers.GPT2LMHeadModel.from_pretrained(Path(tmp) / "hf").eval()
+        hf = transformers.GPT2LMHeadModel.from_pretrained(Path(tmp) / "hf").eval().to(device)
+    model.to(device)
+    prompt = prompt.to(device)
     gen_config = transformers.GenerationConfig(
         do_sample=False, max_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0
     )
@@ -87,7 +81,7 @@ def bench_preset(preset: str, prompt_len: int, new_tokens: int, repeats: int) ->
     for _ in range(repeats):
         for name, fn in sides.items():
             start = time.perf_counter()
-            n = len(fn())
+            n = len(fn())  # token ids come back as Python ints: the device has finished
             times[name].append(n / (time.perf_counter() - start))
     med = {k: statistics.median(v) for k, v in times.items()}
     target = TARGETS.get(preset)
@@ -119,17 +113,23 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for both sides (default: torch's own)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--override", nargs="*", default=[], metavar="FIELD=INT",
+                        help="model config overrides, e.g. n_layer=2 (smoke runs)")
     args = parser.parse_args(argv)
+    overrides = {k: int(v) for k, v in (o.split("=", 1) for o in args.override)}
     if args.threads:
         torch.set_num_threads(args.threads)
     import transformers
 
     load_before = os.getloadavg()
-    results = [bench_preset(p, args.prompt_len, args.new_tokens, args.repeats) for p in args.presets]
+    results = [bench_preset(p, args.prompt_len, args.new_tokens, args.repeats, args.device,
+                            overrides) for p in args.presets]
     print(json.dumps({
         "benchmark": "sample_throughput",
         "conditions": {
-            "device": "cpu", "cpu": _cpu_name(), "cores": os.cpu_count(),
+            "device": args.device, "cpu": cpu_name(),
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "cpu_bf16_flags": cpu_bf16_flags(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "dtype": "float32", "batch": 1,
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "greedy": True,
             "repeats": args.repeats, "torch": torch.__version__,
