@@ -3,6 +3,8 @@
 
     .venv/bin/python benchmarks/sample_throughput.py                      # tiny and gpt2 (124M)
     .venv/bin/python benchmarks/sample_throughput.py --presets tiny --repeats 9 --threads 1
+    .venv/bin/python benchmarks/sample_throughput.py --checkpoint workspace/runs/<run> \
+        --prompt "The kernel"          # a trained model and a real prompt (lookup's honest case)
 
 Both sides: fp32, batch 1, the same random 32-token prompt, 128 new tokens, greedy, no early stop
 (our stop_at_eot=False; transformers with eos_token_id=None, which also spares it the EOS
@@ -47,12 +49,25 @@ TARGETS = {"tiny": 1.5, "gpt2": 1.2}  # required speed-up over transformers (iss
 
 
 def bench_preset(preset: str, prompt_len: int, new_tokens: int, repeats: int,
-                 device: str = "cpu", overrides: dict | None = None) -> dict:
+                 device: str = "cpu", overrides: dict | None = None,
+                 checkpoint: str | None = None, prompt_text: str | None = None) -> dict:
     import transformers
 
-    model = GPT(GPTConfig.preset(preset, **(overrides or {})), seed=0).eval()
-    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len),
-                           generator=torch.Generator().manual_seed(0))
+    if checkpoint:  # trained weights: greedy text is far less repetitive than random weights'
+        from model.checkpoint import load_model, resolve_checkpoint
+
+        model = load_model(resolve_checkpoint(checkpoint)).eval()
+        preset = f"checkpoint:{Path(checkpoint).name}"
+    else:
+        model = GPT(GPTConfig.preset(preset, **(overrides or {})), seed=0).eval()
+    if prompt_text:
+        from model.tokenizer import EOT_TOKEN, get_encoding
+
+        prompt = torch.tensor([[EOT_TOKEN] + get_encoding().encode_ordinary(prompt_text)])
+    else:
+        prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len),
+                               generator=torch.Generator().manual_seed(0))
+    prompt_len = prompt.size(1)
     with tempfile.TemporaryDirectory() as tmp:
         export_hf(model, Path(tmp) / "hf")
         hf = transformers.GPT2LMHeadModel.from_pretrained(Path(tmp) / "hf").eval().to(device)
@@ -114,6 +129,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for both sides (default: torch's own)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a trained checkpoint or run directory instead of random weights")
+    parser.add_argument("--prompt", default=None, help="prompt text instead of random tokens")
     parser.add_argument("--override", nargs="*", default=[], metavar="FIELD=INT",
                         help="model config overrides, e.g. n_layer=2 (smoke runs)")
     args = parser.parse_args(argv)
@@ -123,8 +141,9 @@ def main(argv=None) -> int:
     import transformers
 
     load_before = os.getloadavg()
+    presets = ["checkpoint"] if args.checkpoint else args.presets
     results = [bench_preset(p, args.prompt_len, args.new_tokens, args.repeats, args.device,
-                            overrides) for p in args.presets]
+                            overrides, args.checkpoint, args.prompt) for p in presets]
     print(json.dumps({
         "benchmark": "sample_throughput",
         "conditions": {
