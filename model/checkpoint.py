@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -118,20 +119,46 @@ def verify_checkpoint(directory: str | os.PathLike) -> dict:
         raise CheckpointError(f"{index_path}: missing; not a complete checkpoint") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{index_path}: corrupted index ({exc})") from None
+    if not isinstance(index, dict):
+        raise CheckpointError(f"{index_path}: corrupted index (not a JSON object)")
     if index.get("format") != FORMAT or index.get("version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{index_path}: unknown checkpoint format {index.get('format')!r} "
             f"version {index.get('version')!r}"
         )
-    for name, expected in index["files"].items():
+    files = index.get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{index_path}: 'files' is not a mapping of file name to sha256")
+    # Every name is checked before any file is touched: a hostile index must not make us read,
+    # or even reveal the existence of, a file outside the checkpoint directory.
+    for name in files:
+        _check_file_name(index_path, name)
+    for name, expected in files.items():
         path = directory / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing from checkpoint")
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: missing from checkpoint") from None
+        if stat.S_ISLNK(mode):  # a link could point anywhere; the writer never makes one
+            raise CheckpointError(f"{path}: is a symbolic link; checkpoint files must be "
+                                  f"regular files inside the checkpoint directory")
+        if not stat.S_ISREG(mode):
+            raise CheckpointError(f"{path}: not a regular file")
         if sha256_file(path) != expected:
             raise CheckpointError(
                 f"{path}: corrupted or truncated (sha256 differs from {INDEX_FILE})"
             )
     return index
+
+
+def _check_file_name(index_path: Path, name) -> None:
+    """A file name listed in the index must name a file directly inside the checkpoint
+    directory: no separators, no '..', no absolute path."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or "\0" in name or os.path.isabs(name)):
+        raise CheckpointError(
+            f"{index_path}: refusing file name {name!r}; checkpoint files must be plain names "
+            f"inside the checkpoint directory")
 
 
 def read_config(directory: str | os.PathLike) -> GPTConfig:

@@ -1,6 +1,7 @@
 """Checkpoints: bit-for-bit across processes, clear errors for corrupted files, no pickle."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -122,3 +123,89 @@ def test_rewrite_replaces_atomically(checkpoint):
     write_checkpoint(path, other)
     assert torch.equal(load_model(path).transformer.wte.weight, other.transformer.wte.weight)
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def _add_to_index(path, name, digest):
+    index_path = path / "checkpoint.json"
+    index = json.loads(index_path.read_text())
+    index["files"][name] = digest
+    index_path.write_text(json.dumps(index))
+
+
+def _spy_on_file_access(monkeypatch):
+    """Every path verify_checkpoint opens, stats or hashes, so a test can assert that a file
+    outside the checkpoint was never touched."""
+    import os
+
+    import model.checkpoint as ckpt
+
+    touched = []
+    for module, name in ((os, "stat"), (os, "lstat"), (ckpt, "sha256_file")):
+        real = getattr(module, name)
+
+        def spy(path, *args, _real=real, **kwargs):
+            touched.append(str(path))
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: (touched.append(str(path)),
+                                                                real_open(path, *a, **k))[1])
+    return touched
+
+
+def test_index_cannot_name_a_file_outside_the_checkpoint(checkpoint, tmp_path, monkeypatch):
+    path, _ = checkpoint
+    from model.checkpoint import sha256_file
+
+    # A file outside the checkpoint, reached by '..' with its correct hash: still refused, so a
+    # hostile checkpoint.json cannot have us read (and hash-compare) an arbitrary file.
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not part of any checkpoint")
+    name = "../secret.txt"
+    assert (path / name).resolve() == outside.resolve()
+    _add_to_index(path, name, sha256_file(outside))
+    touched = _spy_on_file_access(monkeypatch)
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json.*refusing file name '\.\./secret"):
+        verify_checkpoint(path)
+    assert not [p for p in touched if "secret" in p], touched
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/hostname", "/etc/shadow", "/etc/hostname",
+                                  "sub/model.safetensors", "..", "."])
+def test_index_names_must_be_plain_names_in_the_directory(checkpoint, monkeypatch, name):
+    path, _ = checkpoint
+    from model.checkpoint import sha256_file
+
+    target = path / name
+    # The right hash where the file is readable: the hash matching must not make it pass.
+    digest = sha256_file(target) if target.is_file() and os.access(target, os.R_OK) else "0" * 64
+    _add_to_index(path, name, digest)
+    touched = _spy_on_file_access(monkeypatch)
+    with pytest.raises(CheckpointError, match="refusing file name") as err:
+        verify_checkpoint(path)
+    assert str(path / "checkpoint.json") in str(err.value)
+    # Refused before it was stat'ed or opened: whether /etc/shadow exists is not revealed.
+    assert not [p for p in touched if "etc" in p or p.endswith(name)], touched
+    with pytest.raises(CheckpointError, match="refusing file name"):
+        load_model(path)
+
+
+def test_symlinked_file_in_checkpoint_is_refused(checkpoint, tmp_path):
+    path, _ = checkpoint
+    from model.checkpoint import sha256_file
+
+    outside = tmp_path / "secret.txt"
+    outside.write_text("outside")
+    (path / "extra.txt").symlink_to(outside)
+    _add_to_index(path, "extra.txt", sha256_file(outside))
+    with pytest.raises(CheckpointError, match="extra.txt.*symbolic link"):
+        verify_checkpoint(path)
+
+
+@pytest.mark.parametrize("index", [[], {"format": "hgpt-checkpoint", "version": 1, "files": []}])
+def test_malformed_index_is_named(checkpoint, index):
+    path, _ = checkpoint
+    (path / "checkpoint.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="checkpoint.json"):
+        verify_checkpoint(path)
