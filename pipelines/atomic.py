@@ -3,6 +3,10 @@ final name after everything, `_SUCCESS.json` last, is written and fsynced. A dir
 final name is therefore always complete; a `kill -9` leaves at most a staging directory, which
 the next run deletes before redoing the work.
 
+One writer per output: `staged_dir` holds the lock `.NAME.lock` beside the output while its
+staging directory exists, so a second writer of the same output stops at once (`LockHeld`,
+naming the holder) and the staging directories it finds are known to be left by dead processes.
+
 A rerun with the same fingerprint (stage, code version, config, input hashes) finds
 `_SUCCESS.json` and returns the recorded result instead of recomputing.
 """
@@ -16,6 +20,8 @@ import os
 import shutil
 from pathlib import Path
 from typing import Iterator
+
+from pipelines.locking import exclusive_lock
 
 SUCCESS = "_SUCCESS.json"
 
@@ -65,7 +71,37 @@ def completed(out_dir: str | os.PathLike, fp: str) -> dict | None:
     return summary if summary.get("fingerprint") == fp else None
 
 
+# Parquet writers open in each staging directory, so a failed stage can close them (see below).
+_open_writers: dict[Path, list] = {}
+
+
+def parquet_writer(path: str | os.PathLike, schema, **options):
+    """A `pq.ParquetWriter` for a file in a staging directory. If the stage fails, `staged_dir`
+    closes it quietly: left to `ParquetWriter.__del__`, the close of a writer whose disk is full
+    fails again and prints "Exception ignored in ..." after the error was already reported."""
+    import pyarrow.parquet as pq
+
+    writer = pq.ParquetWriter(path, schema, **options)
+    _open_writers.setdefault(Path(path).parent, []).append(writer)
+    return writer
+
+
+def _abandon_writers(stage: Path) -> None:
+    for writer in _open_writers.pop(stage, []):
+        with contextlib.suppress(Exception):
+            writer.close()
+        writer.is_open = False  # a close that failed must not be retried by __del__
+
+
+def lock_path(out_dir: str | os.PathLike) -> Path:
+    """The lock a writer of `out_dir` holds (beside it: `out_dir` itself is replaced)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.lock"
+
+
 def _remove_stale(out_dir: Path) -> None:
+    """Staging leftovers of earlier writers. Only called under the output's lock: every writer
+    holds it while its staging directory exists, so what is found here belongs to the dead."""
     for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.old-*"):
@@ -75,14 +111,21 @@ def _remove_stale(out_dir: Path) -> None:
 @contextlib.contextmanager
 def staged_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging directory; on a clean exit it replaces `out_dir`. The caller
-    writes `_SUCCESS.json` (with `write_json_atomic`) as its last file."""
+    writes `_SUCCESS.json` (with `write_json_atomic`) as its last file. Raises LockHeld at once
+    when another live process is writing `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out_dir)
+    with exclusive_lock(lock_path(out_dir), what=f"output {out_dir}"):
+        _remove_stale(out_dir)
+        yield from _staged(out_dir)
+
+
+def _staged(out_dir: Path) -> Iterator[Path]:
     stage = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     stage.mkdir()
     try:
         yield stage
+        _open_writers.pop(stage, None)  # the stage closed its writers
         if not (stage / SUCCESS).is_file():
             raise RuntimeError(f"{stage}: stage finished without writing {SUCCESS}")
         for f in stage.iterdir():  # data must be on disk before the rename makes it visible
@@ -98,5 +141,6 @@ def staged_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
             os.replace(stage, out_dir)
         _fsync_dir(out_dir.parent)
     except BaseException:
+        _abandon_writers(stage)
         shutil.rmtree(stage, ignore_errors=True)
         raise

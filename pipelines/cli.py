@@ -9,6 +9,11 @@
     hgpt data hub --name sample-10BT --data-root /tmp/hgpt   # needs network
 
 Each command prints its result as JSON on stdout; progress goes to stderr.
+
+Exit codes: 0 done; 1 the documents do not balance across stages (conservation); 2 a user error,
+one line on stderr saying what and where: an unreadable file or bad row (name and row; see
+`--on-error skip`), a bad argument, a missing input, a full disk, or another live process writing
+the same output (the lock's path and its holder: pid, host, since when).
 """
 
 from __future__ import annotations
@@ -61,9 +66,8 @@ def cmd_snapshots(args) -> int:
 def cmd_filter(args) -> int:
     from pipelines.filtering import filter_snapshot
 
-    bar = _bar("filter")
-    result = filter_snapshot(_snapshot(args), args.out, _filter_cfg(args), progress=bar)
-    bar.close()
+    with _bar("filter") as bar:  # closed (and cleared) before an error is printed
+        result = filter_snapshot(_snapshot(args), args.out, _filter_cfg(args), progress=bar)
     _print(result.to_dict())
     return 0
 
@@ -71,9 +75,8 @@ def cmd_filter(args) -> int:
 def cmd_dedup(args) -> int:
     from pipelines.dedup import dedup_snapshot
 
-    bar = _bar("dedup")
-    result = dedup_snapshot(args.kept, args.out, args.index, snapshot_key=args.key, progress=bar)
-    bar.close()
+    with _bar("dedup") as bar:  # closed (and cleared) before an error is printed
+        result = dedup_snapshot(args.kept, args.out, args.index, snapshot_key=args.key, progress=bar)
     _print(result.to_dict())
     return 0
 
@@ -81,9 +84,8 @@ def cmd_dedup(args) -> int:
 def cmd_tokenize(args) -> int:
     from pipelines.tokenize import tokenize_documents
 
-    bar = _bar("tokenize")
-    result = tokenize_documents(args.docs, args.out, _tokenize_cfg(args), progress=bar)
-    bar.close()
+    with _bar("tokenize") as bar:  # closed (and cleared) before an error is printed
+        result = tokenize_documents(args.docs, args.out, _tokenize_cfg(args), progress=bar)
     _print(result.to_dict())
     return 0
 
@@ -149,12 +151,13 @@ def _guarded(func):
     """Turn the pipeline's expected failures into one clear line and exit code 2."""
 
     def run(args) -> int:
-        from pipelines.sources import SourceError
+        from pipelines.locking import LockHeld
         from pipelines.shard_format import ShardError
+        from pipelines.sources import SourceError
 
         try:
             return func(args)
-        except (SourceError, ShardError, FileNotFoundError, ValueError) as exc:
+        except (SourceError, ShardError, LockHeld, OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             if isinstance(exc, SourceError):
                 print("hint: `--on-error skip` records unreadable files and processes the others", file=sys.stderr)
@@ -165,7 +168,8 @@ def _guarded(func):
 
 
 def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="data pipeline: filter, dedup, tokenize, statistics")
+    data = subparsers.add_parser("data", help="data pipeline: filter, dedup, tokenize, statistics",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = data.add_subparsers(dest="data_command", required=True)
 
     p = sub.add_parser("snapshots", help="list the local snapshots under an inbox directory")

@@ -10,16 +10,24 @@ snapshots were first deduplicated. A snapshot is compared only with snapshots re
 it, so a rerun of the same snapshot gives the same output (it never matches itself) and a new
 snapshot does not re-add what earlier ones had.
 
+Snapshots deduplicated side by side (Dagster runs two partitions at once) take turns on the
+index: each holds `index_dir/.lock` from reading `order.json` to registering itself, so the one
+that waits compares against the other's finished index, exactly as if they had run one after the
+other. A snapshot is registered only once its index file is complete, and `order.json` is
+replaced atomically, so a reader always sees a complete list of complete snapshots.
+
     hgpt data dedup --kept /tmp/hgpt/filtered/kept.parquet --out /tmp/hgpt/dedup --index /tmp/hgpt/index
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
 import re
+import sys
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import atomic
+from pipelines.locking import LockHeld, exclusive_lock
 from pipelines.filtering import KEPT_SCHEMA, _PARQUET_OPTS
 
 STAGE_VERSION = "dedup-1"
@@ -131,14 +140,37 @@ def _order_file(index_dir: Path) -> Path:
     return index_dir / "order.json"
 
 
+def registered_snapshots(index_dir: str | os.PathLike) -> list[str]:
+    """The snapshots whose index is complete, in the order they were first deduplicated."""
+    order_file = _order_file(Path(index_dir))
+    return json.loads(order_file.read_text())["order"] if order_file.exists() else []
+
+
 def _earlier_snapshots(index_dir: Path, key: str) -> list[str]:
-    """Register `key` (once) and return the snapshots registered before it."""
-    order_file = _order_file(index_dir)
-    order = json.loads(order_file.read_text())["order"] if order_file.exists() else []
+    """The snapshots `key` is compared with: those registered before it, or every registered
+    one when `key` is new (it will be appended after them)."""
+    order = registered_snapshots(index_dir)
+    return order[: order.index(key)] if key in order else order
+
+
+def _register(index_dir: Path, key: str) -> None:
+    """Append `key` to order.json once its index file is complete (called under the lock)."""
+    order = registered_snapshots(index_dir)
     if key not in order:
-        order.append(key)
-        atomic.write_json_atomic(order_file, {"order": order})
-    return order[: order.index(key)]
+        atomic.write_json_atomic(_order_file(index_dir), {"order": [*order, key]})
+
+
+@contextlib.contextmanager
+def index_lock(index_dir: Path):
+    """Take turns on the index; say so when another snapshot's dedup makes this one wait."""
+    lock, what = index_dir / ".lock", f"dedup index {index_dir}"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(lock, what=what))
+        except LockHeld as held:
+            print(f"waiting: {held}", file=sys.stderr, flush=True)
+            stack.enter_context(exclusive_lock(lock, what=what, wait=True))
+        yield
 
 
 def _load_index(index_dir: Path, keys: list[str]) -> tuple[dict[int, str], dict[int, str]]:
@@ -164,83 +196,91 @@ def dedup_snapshot(kept_parquet: str | os.PathLike, out_dir: str | os.PathLike, 
     kept_parquet, out_dir, index_dir = Path(kept_parquet), Path(out_dir), Path(index_dir)
     key = snapshot_key or kept_parquet.parent.parent.name or "snapshot"
     index_dir.mkdir(parents=True, exist_ok=True)
-    earlier = _earlier_snapshots(index_dir, key)
-    earlier_hashes = [atomic.sha256_file(index_dir / f"{k}.parquet") if (index_dir / f"{k}.parquet").exists() else None for k in earlier]
-    fp = atomic.fingerprint(stage=STAGE_VERSION, key=key, input=atomic.sha256_file(kept_parquet),
-                            cfg=asdict(cfg), earlier=list(zip(earlier, earlier_hashes)))
-    index_file = index_dir / f"{key}.parquet"
-    done = atomic.completed(out_dir, fp)
-    if done is not None and index_file.exists():
-        return DedupResult(**done["result"])
+    with index_lock(index_dir):
+        earlier = _earlier_snapshots(index_dir, key)
+        earlier_hashes = [atomic.sha256_file(index_dir / f"{k}.parquet") if (index_dir / f"{k}.parquet").exists() else None for k in earlier]
+        fp = atomic.fingerprint(stage=STAGE_VERSION, key=key, input=atomic.sha256_file(kept_parquet),
+                                cfg=asdict(cfg), earlier=list(zip(earlier, earlier_hashes)))
+        index_file = index_dir / f"{key}.parquet"
+        done = atomic.completed(out_dir, fp)
+        if done is not None and index_file.exists():
+            return DedupResult(**done["result"])
 
-    exact_seen, near_seen = _load_index(index_dir, earlier)
-    hasher = MinHasher(cfg)
-    counts = collections.Counter()
-    idx_kind: list[str] = []
-    idx_hash: list[int] = []
-    idx_id: list[str] = []
-    pf = pq.ParquetFile(kept_parquet)
-    with atomic.staged_dir(out_dir) as stage:
-        kept_w = pq.ParquetWriter(stage / "kept.parquet", KEPT_SCHEMA, **_PARQUET_OPTS)
-        dup_w = pq.ParquetWriter(stage / "duplicates.parquet", DUP_SCHEMA, **_PARQUET_OPTS)
-        for batch in pf.iter_batches(batch_size=cfg.batch_rows):
-            table = pa.Table.from_batches([batch]).cast(KEPT_SCHEMA)
-            texts = table["text"].to_pylist()
-            ids = table["id"].to_pylist()
-            keep_mask = []
-            dups = []
-            for row, (text, doc_id) in enumerate(zip(texts, ids)):
-                counts["in"] += 1
-                if cfg.exact:
-                    h = exact_hash(text)
-                    if h in exact_seen:
-                        dups.append((row, "exact", exact_seen[h]))
-                        keep_mask.append(False)
-                        counts["exact"] += 1
-                        continue
-                    exact_seen[h] = f"{key}:{doc_id}"
-                    idx_kind.append("exact"); idx_hash.append(h); idx_id.append(doc_id)
-                if cfg.minhash:
-                    buckets = hasher.bucket_keys(text)
-                    match = next((near_seen[b] for b in buckets if b in near_seen), None)
-                    if match is not None:
-                        dups.append((row, "near", match))
-                        keep_mask.append(False)
-                        counts["near"] += 1
-                        continue
-                    for b in buckets:
-                        near_seen.setdefault(b, f"{key}:{doc_id}")
-                        idx_kind.append("band"); idx_hash.append(b); idx_id.append(doc_id)
-                keep_mask.append(True)
-            kept_table = table.filter(pa.array(keep_mask, type=pa.bool_()))
-            counts["kept"] += kept_table.num_rows
-            if kept_table.num_rows:
-                kept_w.write_table(kept_table)
-            if dups:
-                rows = [r for r, _, _ in dups]
-                dup_w.write_table(pa.table({
-                    "id": table["id"].take(rows), "source_file": table["source_file"].take(rows),
-                    "source_row": table["source_row"].take(rows),
-                    "kind": pa.array([k for _, k, _ in dups], pa.string()),
-                    "duplicate_of": pa.array([d for _, _, d in dups], pa.string()),
-                }, schema=DUP_SCHEMA))
-            if progress is not None:
-                progress.update(len(texts))
-        kept_w.close()
-        dup_w.close()
-        # The index is written before the outputs become visible: a crash in between leaves
-        # the index, and the rerun (which skips this snapshot's own file) recomputes the same.
-        tmp_index = index_dir / f".{key}.parquet.tmp-{os.getpid()}"
-        pq.write_table(pa.table({"kind": pa.array(idx_kind, pa.string()), "hash": pa.array(idx_hash, pa.uint64()),
-                                 "id": pa.array(idx_id, pa.string())}, schema=_INDEX_SCHEMA), tmp_index)
-        os.replace(tmp_index, index_file)
-        result = DedupResult(
-            snapshot=key, docs_in=counts["in"], kept=counts["kept"], exact_duplicates=counts["exact"],
-            near_duplicates=counts["near"], kept_path=str(out_dir / "kept.parquet"),
-            duplicates_path=str(out_dir / "duplicates.parquet"),
-            kept_sha256=atomic.sha256_file(stage / "kept.parquet"), index_file=str(index_file), fingerprint=fp,
-        )
-        if not result.conserved:
-            raise AssertionError(f"dedup stage lost documents: {result.to_dict()}")
-        atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
-    return result
+        exact_seen, near_seen = _load_index(index_dir, earlier)
+        hasher = MinHasher(cfg)
+        counts = collections.Counter()
+        idx_kind: list[str] = []
+        idx_hash: list[int] = []
+        idx_id: list[str] = []
+        pf = pq.ParquetFile(kept_parquet)
+        with atomic.staged_dir(out_dir) as stage:
+            kept_w = atomic.parquet_writer(stage / "kept.parquet", KEPT_SCHEMA, **_PARQUET_OPTS)
+            dup_w = atomic.parquet_writer(stage / "duplicates.parquet", DUP_SCHEMA, **_PARQUET_OPTS)
+            for batch in pf.iter_batches(batch_size=cfg.batch_rows):
+                table = pa.Table.from_batches([batch]).cast(KEPT_SCHEMA)
+                texts = table["text"].to_pylist()
+                ids = table["id"].to_pylist()
+                keep_mask = []
+                dups = []
+                for row, (text, doc_id) in enumerate(zip(texts, ids)):
+                    counts["in"] += 1
+                    if cfg.exact:
+                        h = exact_hash(text)
+                        if h in exact_seen:
+                            dups.append((row, "exact", exact_seen[h]))
+                            keep_mask.append(False)
+                            counts["exact"] += 1
+                            continue
+                        exact_seen[h] = f"{key}:{doc_id}"
+                        idx_kind.append("exact"); idx_hash.append(h); idx_id.append(doc_id)
+                    if cfg.minhash:
+                        buckets = hasher.bucket_keys(text)
+                        match = next((near_seen[b] for b in buckets if b in near_seen), None)
+                        if match is not None:
+                            dups.append((row, "near", match))
+                            keep_mask.append(False)
+                            counts["near"] += 1
+                            continue
+                        for b in buckets:
+                            near_seen.setdefault(b, f"{key}:{doc_id}")
+                            idx_kind.append("band"); idx_hash.append(b); idx_id.append(doc_id)
+                    keep_mask.append(True)
+                kept_table = table.filter(pa.array(keep_mask, type=pa.bool_()))
+                counts["kept"] += kept_table.num_rows
+                if kept_table.num_rows:
+                    kept_w.write_table(kept_table)
+                if dups:
+                    rows = [r for r, _, _ in dups]
+                    dup_w.write_table(pa.table({
+                        "id": table["id"].take(rows), "source_file": table["source_file"].take(rows),
+                        "source_row": table["source_row"].take(rows),
+                        "kind": pa.array([k for _, k, _ in dups], pa.string()),
+                        "duplicate_of": pa.array([d for _, _, d in dups], pa.string()),
+                    }, schema=DUP_SCHEMA))
+                if progress is not None:
+                    progress.update(len(texts))
+            kept_w.close()
+            dup_w.close()
+            # The index is written before the outputs become visible: a crash in between leaves
+            # the index, and the rerun (which skips this snapshot's own file) recomputes the same.
+            tmp_index = index_dir / f".{key}.parquet.tmp-{os.getpid()}"
+            try:
+                pq.write_table(pa.table({"kind": pa.array(idx_kind, pa.string()),
+                                         "hash": pa.array(idx_hash, pa.uint64()),
+                                         "id": pa.array(idx_id, pa.string())}, schema=_INDEX_SCHEMA), tmp_index)
+                with open(tmp_index, "rb") as fh:  # on disk before order.json names it
+                    os.fsync(fh.fileno())
+                os.replace(tmp_index, index_file)
+            finally:
+                tmp_index.unlink(missing_ok=True)
+            _register(index_dir, key)
+            result = DedupResult(
+                snapshot=key, docs_in=counts["in"], kept=counts["kept"], exact_duplicates=counts["exact"],
+                near_duplicates=counts["near"], kept_path=str(out_dir / "kept.parquet"),
+                duplicates_path=str(out_dir / "duplicates.parquet"),
+                kept_sha256=atomic.sha256_file(stage / "kept.parquet"), index_file=str(index_file), fingerprint=fp,
+            )
+            if not result.conserved:
+                raise AssertionError(f"dedup stage lost documents: {result.to_dict()}")
+            atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
+        return result

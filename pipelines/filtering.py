@@ -90,8 +90,8 @@ def filter_snapshot(snapshot: Snapshot, out_dir: str | os.PathLike, cfg: FilterS
     by_rule: collections.Counter = collections.Counter()
     cfg_dict = cfg.filters.to_dict()
     with atomic.staged_dir(out_dir) as stage:
-        kept_w = pq.ParquetWriter(stage / "kept.parquet", KEPT_SCHEMA, **_PARQUET_OPTS)
-        rej_w = pq.ParquetWriter(stage / "rejected.parquet", REJECTED_SCHEMA, **_PARQUET_OPTS)
+        kept_w = atomic.parquet_writer(stage / "kept.parquet", KEPT_SCHEMA, **_PARQUET_OPTS)
+        rej_w = atomic.parquet_writer(stage / "rejected.parquet", REJECTED_SCHEMA, **_PARQUET_OPTS)
         batches = iter_documents(snapshot, cfg.read, skipped)
         # The generator keeps each batch beside its pending task: decisions come back in order.
         window: collections.deque = collections.deque()

@@ -3,11 +3,16 @@
 snapshot in `data_root/_dedup_index`. Conservation (documents in = kept + rejected + duplicates,
 and kept = tokenized) is checked on every run and written to `report.json`.
 
+One run per snapshot and data root at a time: a second `run_pipeline` of the same snapshot into
+the same data root stops at once with LockHeld naming the holder (the CLI's exit code 2). Runs
+of different snapshots go side by side; they meet only at the dedup index, which serialises them.
+
     hgpt data run --input ../shared/data/docs-sample/snapshot-2026-11-a --data-root /tmp/hgpt
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +20,7 @@ from pathlib import Path
 from pipelines import atomic
 from pipelines.dedup import DedupConfig, DedupResult, dedup_snapshot
 from pipelines.filtering import FilterResult, FilterStageConfig, filter_snapshot
+from pipelines.locking import exclusive_lock
 from pipelines.sources import Snapshot
 from pipelines.stats import StatsConfig, StatsResult, compute_statistics
 from pipelines.tokenize import TokenizeConfig, TokenizeResult, tokenize_documents
@@ -84,23 +90,34 @@ def run_pipeline(snapshot: Snapshot, data_root: str | os.PathLike, cfg: Pipeline
     when the balance does not hold; the report is written either way."""
     root = Path(data_root) / snapshot.key
     root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(snapshot_lock(data_root, snapshot.key),
+                        what=f"data run of snapshot {snapshot.key} in {data_root}"):
+        return _run_locked(snapshot, Path(data_root), root, cfg, progress_factory)
 
+
+def snapshot_lock(data_root: str | os.PathLike, key: str) -> Path:
+    """The lock a run of snapshot `key` into `data_root` holds from its first stage to its report."""
+    return Path(data_root) / key / ".lock"
+
+
+def _run_locked(snapshot: Snapshot, data_root: Path, root: Path, cfg: PipelineConfig,
+                progress_factory) -> PipelineResult:
+    @contextlib.contextmanager
     def bar(name, total=None):
-        return progress_factory(name, total) if progress_factory else None
+        b = progress_factory(name, total) if progress_factory else None
+        try:
+            yield b
+        finally:  # also on an error, so the bar does not run into the error's line
+            if b is not None:
+                b.close()
 
-    def closing(b):
-        if b is not None:
-            b.close()
-
-    b = bar("filter")
-    f = filter_snapshot(snapshot, root / "filtered", cfg.filter, progress=b)
-    closing(b)
-    b = bar("dedup", f.kept)
-    d = dedup_snapshot(f.kept_path, root / "dedup", Path(data_root) / INDEX_DIR, cfg.dedup, snapshot_key=snapshot.key, progress=b)
-    closing(b)
-    b = bar("tokenize", d.kept)
-    t = tokenize_documents(d.kept_path, root / "shards", cfg.tokenize, progress=b)
-    closing(b)
+    with bar("filter") as b:
+        f = filter_snapshot(snapshot, root / "filtered", cfg.filter, progress=b)
+    with bar("dedup", f.kept) as b:
+        d = dedup_snapshot(f.kept_path, root / "dedup", data_root / INDEX_DIR, cfg.dedup,
+                           snapshot_key=snapshot.key, progress=b)
+    with bar("tokenize", d.kept) as b:
+        t = tokenize_documents(d.kept_path, root / "shards", cfg.tokenize, progress=b)
     s = compute_statistics(d.kept_path, f.rejected_path, d.duplicates_path, t.manifest_path, root / "stats",
                            snapshot_key=snapshot.key, cfg=cfg.stats)
     conservation = conservation_report(f, d, t)
