@@ -137,7 +137,8 @@ def cmd_hub(args) -> int:
 
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="an unreadable file stops the run (raise) or is recorded and skipped (skip)")
+                   help="an unreadable file or a row with a value of the wrong type stops the run (raise), "
+                   "or the file is recorded and skipped and the row rejected as input/<reason> (skip)")
     p.add_argument("--limit-docs", type=int, default=None, help="read at most this many documents")
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
 
@@ -160,7 +161,8 @@ def _guarded(func):
         except (SourceError, ShardError, LockHeld, OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             if isinstance(exc, SourceError):
-                print("hint: `--on-error skip` records unreadable files and processes the others", file=sys.stderr)
+                print("hint: `--on-error skip` records unreadable files, rejects bad rows and processes the rest",
+                      file=sys.stderr)
             return 2
 
     run.__name__ = func.__name__

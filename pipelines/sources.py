@@ -195,7 +195,10 @@ def hub_snapshot(
 class ReadConfig:
     """How documents are read: batches of at most `batch_rows` documents and `batch_bytes`
     characters of text bound memory; `on_error` decides what an unreadable file does ("raise"
-    stops, "skip" records it and goes on with the other files)."""
+    stops, "skip" records it and goes on with the other files) and what a row with a value that
+    does not fit the schema does ("raise" stops naming file and row, "skip" rejects the row as
+    `input/invalid_field` or `input/invalid_unicode`). A line that is not UTF-8 or not JSON is a
+    rejected document either way (`input/invalid_utf8`, `input/invalid_json`)."""
 
     batch_rows: int = 256
     batch_bytes: int = 32 << 20
@@ -230,6 +233,61 @@ def _row(values: dict, source_file: str, source_row: int) -> dict:
     return doc
 
 
+_STRINGS = frozenset(f.name for f in FINEWEB_SCHEMA if f.type == pa.string())
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _bad_values(doc: dict, check_unicode: bool) -> tuple[str, str] | None:
+    """(reason, what) when a value does not fit FineWeb's schema: a number where a string belongs,
+    a string where a number belongs, or (from JSON's \\ud800 escapes) a lone surrogate, which no
+    UTF-8 file can hold. The bad values are replaced in `doc` (None, or the surrogate escaped) so
+    the row can still be written among the rejected; a non-string text is left to the filters,
+    which reject it as `not_a_string`."""
+    problems: list[tuple[str, str]] = []
+    for name in _FINEWEB_COLUMNS:
+        value = doc[name]
+        if value is None:
+            continue
+        if name in _STRINGS:
+            if not isinstance(value, str):
+                if name != "text":
+                    problems.append(("invalid_field", f"'{name}' must be a string, got {type(value).__name__} {value!r:.40}"))
+                    doc[name] = f"{doc['source_file']}#{doc['source_row']}" if name == "id" else None
+            elif check_unicode and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    problems.append(("invalid_unicode", f"'{name}' has a lone surrogate at character {exc.start}"))
+                    doc[name] = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        elif name == "language_score":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(("invalid_field", f"'{name}' must be a number, got {type(value).__name__} {value!r:.40}"))
+                doc[name] = None
+            else:
+                doc[name] = float(value)
+        elif name == "token_count":
+            if isinstance(value, float) and value.is_integer():
+                value = doc[name] = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or not _INT64[0] <= value <= _INT64[1]:
+                problems.append(("invalid_field", f"'{name}' must be a 64-bit integer, got {type(value).__name__} {value!r:.40}"))
+                doc[name] = None
+    if not problems:
+        return None
+    return problems[0][0], "; ".join(what for _, what in problems)
+
+
+def _check_row(doc: dict, where: str, cfg: "ReadConfig", check_unicode: bool) -> dict:
+    """A row with a value that does not fit the schema stops the run (on_error="raise": one error
+    naming file and row) or becomes a counted rejection `input/<reason>` (on_error="skip")."""
+    bad = _bad_values(doc, check_unicode)
+    if bad is not None:
+        reason, what = bad
+        if cfg.on_error == "raise":
+            raise SourceError(f"{where}: {what}")
+        doc["input_error"] = f"{reason}: {where}: {what}"
+    return doc
+
+
 def _iter_parquet(path: Path, cfg: ReadConfig) -> Iterator[list[dict]]:
     name = path.name
     try:
@@ -244,7 +302,8 @@ def _iter_parquet(path: Path, cfg: ReadConfig) -> Iterator[list[dict]]:
         for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=columns):
             docs = []
             for values in batch.to_pylist():
-                docs.append(_row(values, name, row))
+                # parquet strings are valid UTF-8 already; a column's type may still be wrong
+                docs.append(_check_row(_row(values, name, row), f"{path} row {row}", cfg, check_unicode=False))
                 row += 1
             yield docs
     except SourceError:
@@ -268,7 +327,7 @@ def _iter_jsonl(path: Path, cfg: ReadConfig) -> Iterator[list[dict]]:
                         raise ValueError("not a JSON object")
                     if row == 0 and "text" not in values:
                         raise SourceError(f"{path}: no 'text' field in row 0 (fields: {', '.join(values)})")
-                    doc = _row(values, name, row)
+                    doc = _check_row(_row(values, name, row), f"{path}:{row + 1}", cfg, check_unicode=True)
                 except UnicodeDecodeError as exc:
                     doc = _row({}, name, row)
                     doc["input_error"] = f"invalid_utf8: {path}:{row + 1}: byte {exc.start}: {exc.reason}"

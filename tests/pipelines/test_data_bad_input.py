@@ -110,3 +110,75 @@ def test_truncated_jsonl_gz_names_file_and_row(tmp_path):
     (d / "cut.jsonl.gz").write_bytes(packed[: len(packed) * 2 // 3])
     with pytest.raises(SourceError, match=r"cut.jsonl.gz: unreadable after row \d+"):
         list(iter_documents(local_snapshot(d)))
+
+
+# --- one bad value in an otherwise good file, through `hgpt data run` ---------------------------
+
+_BAD_VALUES = {  # line of b.jsonl -> (the bad row, the reason it is rejected under)
+    2: ('{"text": "an id that is a number", "id": 7}', "invalid_field"),
+    3: ('{"text": "a score in words", "id": "s", "language_score": "high"}', "invalid_field"),
+    4: ('{"text": "a count in words", "id": "t", "token_count": "many"}', "invalid_field"),
+    5: ('{"text": "a lone surrogate \\ud800 here", "id": "u"}', "invalid_unicode"),
+}
+
+
+def _bad_value_snapshot(tmp_path, line: int | None = None):
+    """a.parquet with good documents and b.jsonl with good rows around the bad one(s)."""
+    d = _snap(tmp_path)
+    rows = [json.dumps(doc(prose(20, seed=40), 40))]
+    rows += [bad for n, (bad, _) in sorted(_BAD_VALUES.items()) if line in (None, n)]
+    rows.append(json.dumps(doc(prose(20, seed=41), 41)))
+    (d / "b.jsonl").write_text("\n".join(rows) + "\n")
+    return d
+
+
+def _hgpt_data_run(d, root, *extra):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline_helpers import REPO
+
+    return subprocess.run([str(Path(sys.executable).with_name("hgpt")), "data", "run", "--input", str(d),
+                           "--data-root", str(root), "--workers", "1", *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_bad_values_with_skip_are_counted_rejections_naming_file_and_row(tmp_path):
+    proc = _hgpt_data_run(_bad_value_snapshot(tmp_path), tmp_path / "data", "--on-error", "skip")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    rules = report["filter"]["rejected_by_rule"]
+    assert rules.get("input/invalid_field") == 3 and rules.get("input/invalid_unicode") == 1, rules
+    c = report["conservation"]
+    assert c["ok"] and c["documents_in"] == len(GOOD) + 2 + len(_BAD_VALUES)
+    assert c["documents_in"] == c["kept"] + c["rejected"] + c["duplicates"]
+    rejected = {r["source_row"]: r for r in pq.read_table(report["filter"]["rejected_path"]).to_pylist()
+                if r["filter"] == "input"}
+    for line, (_, reason) in _BAD_VALUES.items():
+        r = rejected[line - 1]  # source_row counts from 0, lines from 1
+        assert r["rule"] == reason and r["source_file"] == "b.jsonl", r
+        assert f"b.jsonl:{line}:" in r["detail"], r
+    assert "'id'" in rejected[1]["detail"] and "'language_score'" in rejected[2]["detail"]
+    assert "'token_count'" in rejected[3]["detail"] and "'text'" in rejected[4]["detail"]
+
+
+@pytest.mark.parametrize("line", sorted(_BAD_VALUES))
+def test_a_bad_value_without_skip_stops_with_one_line_naming_file_and_row(tmp_path, line):
+    proc = _hgpt_data_run(_bad_value_snapshot(tmp_path, line), tmp_path / "data")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "b.jsonl:2:" in errors[0], proc.stderr  # the bad row is line 2 here
+    assert not (tmp_path / "data" / local_snapshot(tmp_path / "snap").key / "filtered").exists()
+
+
+def test_a_parquet_column_of_the_wrong_type_is_rejected_row_by_row_with_skip(tmp_path):
+    d = _snap(tmp_path)
+    write_parquet(d / "b_int_ids.parquet", [{"text": prose(20, seed=50 + i), "id": i} for i in range(3)])
+    res = filter_snapshot(local_snapshot(d), tmp_path / "out", _cfg("skip"))
+    assert res.rejected_by_rule.get("input/invalid_field") == 3, res.rejected_by_rule
+    assert res.docs_in == res.kept + res.rejected == len(GOOD) + 3
+    with pytest.raises(SourceError, match=r"b_int_ids.parquet row 0: 'id' must be a string"):
+        filter_snapshot(local_snapshot(d), tmp_path / "out2", _cfg())
