@@ -210,7 +210,7 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
     val_rows = np.array(sorted(select_validation(docs_parquet, cfg.val_fraction)), dtype=np.int64)
     with atomic.staged_dir(out_dir) as stage:
         writers = {s: _SplitWriter(stage, s, cfg.shard_tokens) for s in ("val", "train")}
-        manifest_w = pq.ParquetWriter(stage / "manifest.parquet", MANIFEST_SCHEMA, compression="zstd")
+        manifest_w = atomic.parquet_writer(stage / "manifest.parquet", MANIFEST_SCHEMA, compression="zstd")
         tasks = [(str(docs_parquet), rg, cfg.read_rows) for rg in range(pf.num_row_groups)]
         first_row = 0
         for rg, (tokens, lengths) in enumerate(ordered_map(_encode_row_group, tasks, cfg.workers)):
