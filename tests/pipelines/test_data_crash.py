@@ -92,3 +92,37 @@ def test_kill_9_at_every_stage_then_rerun_identically(small_snapshot_dir, tmp_pa
     ref_out, out = _outputs(ref_root), _outputs(root)
     assert ref_out.keys() == out.keys() and any(k.endswith(".bin") for k in out)
     assert all(ref_out[k] == out[k] for k in ref_out), [k for k in ref_out if ref_out[k] != out[k]]
+
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 KiB tmpfs (a real ENOSPC; needs root and mount rights, skipped elsewhere)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_ends_with_one_error_line_and_nothing_half_written(small_snapshot_dir, small_disk):
+    """The run says so in one line, exit 2, with no traceback and no "Exception ignored" from a
+    ParquetWriter closed again at exit; once there is room, a rerun finishes the job."""
+    root = small_disk / "data"
+    cmd = [str(Path(sys.executable).with_name("hgpt")), "data", "run", "--input", str(small_snapshot_dir),
+           "--data-root", str(root), "--workers", "1", "--shard-tokens", "3000"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0], proc.stderr
+    _assert_nothing_partial_is_visible(root)
+    assert not list(root.rglob(".*.tmp-*"))
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_nothing_partial_is_visible(root)
