@@ -11,6 +11,7 @@ dataset revision (a commit sha), resolved once and recorded.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -72,6 +73,9 @@ class Snapshot:
     revision: str | None = None
     root: Path | None = None
     limit_docs: int | None = None  # read at most this many documents (part of the key when set)
+    # Entries named like data files that are not readable files (a symlink loop, a dangling
+    # link, a FIFO, a directory): listed as skipped files, never silently dropped.
+    skipped: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]*", self.key):
@@ -87,17 +91,34 @@ class Snapshot:
             "revision": self.revision,
             "root": str(self.root) if self.root else None,
             "limit_docs": self.limit_docs,
+            "skipped": [dict(x) for x in self.skipped],
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Snapshot":
         return cls(key=d["key"], kind=d["kind"], files=[Path(f) for f in d.get("files", [])],
                    revision=d.get("revision"), root=Path(d["root"]) if d.get("root") else None,
-                   limit_docs=d.get("limit_docs"))
+                   limit_docs=d.get("limit_docs"), skipped=tuple(d.get("skipped", ())))
 
 
 def _data_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
+
+
+def _unreadable_entries(directory: Path) -> list[dict]:
+    """Entries with a data file's name that are not regular files, and why."""
+    out = []
+    for p in sorted(directory.iterdir()):
+        if not p.name.endswith(SUFFIXES) or p.is_file():
+            continue
+        try:
+            p.stat()
+        except OSError as exc:  # ELOOP for a link to itself, ENOENT for a dangling one
+            why = "a symbolic link loop" if exc.errno == errno.ELOOP else f"a link to a missing file ({exc.strerror})"
+        else:
+            why = "a directory" if p.is_dir() else "not a regular file"
+        out.append(SkippedFile(str(p), f"{p}: {why}, not read").to_dict())
+    return out
 
 
 def _content_hash(files: list[Path]) -> str:
@@ -124,7 +145,8 @@ def local_snapshot(directory: str | os.PathLike) -> Snapshot:
     if not files:
         raise SourceError(f"{directory}: no {', '.join(SUFFIXES)} files")
     key = f"{_safe_name(directory.name)}-{_content_hash(files)[:8]}"
-    return Snapshot(key=key, kind="local", files=files, revision=None, root=directory)
+    return Snapshot(key=key, kind="local", files=files, revision=None, root=directory,
+                    skipped=tuple(_unreadable_entries(directory)))
 
 
 def discover_local_snapshots(inbox_dir: str | os.PathLike) -> list[Snapshot]:
@@ -385,6 +407,10 @@ def iter_documents(
     if limits:
         cfg = ReadConfig(cfg.batch_rows, cfg.batch_bytes, cfg.on_error, min(limits))
     seen = 0
+    for entry in snapshot.skipped:
+        if skipped is not None:
+            skipped.append(SkippedFile(**entry))
+        print(f"warning: skipping {entry['error']}", file=sys.stderr)
     for path in snapshot.files:
         try:
             for batch in iter_file_batches(path, cfg):

@@ -182,3 +182,15 @@ def test_a_parquet_column_of_the_wrong_type_is_rejected_row_by_row_with_skip(tmp
     assert res.docs_in == res.kept + res.rejected == len(GOOD) + 3
     with pytest.raises(SourceError, match=r"b_int_ids.parquet row 0: 'id' must be a string"):
         filter_snapshot(local_snapshot(d), tmp_path / "out2", _cfg())
+
+
+def test_a_self_looping_symlink_is_listed_as_skipped(tmp_path):
+    d = _snap(tmp_path)
+    (d / "loop.parquet").symlink_to("loop.parquet")
+    (d / "dangling.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    proc = _hgpt_data_run(d, tmp_path / "data")
+    assert proc.returncode == 0, proc.stderr
+    skipped = {s["file"].rsplit("/", 1)[-1]: s["error"] for s in json.loads(proc.stdout)["filter"]["skipped_files"]}
+    assert sorted(skipped) == ["dangling.jsonl", "loop.parquet"], skipped
+    assert "symbolic link" in skipped["loop.parquet"] and "missing" in skipped["dangling.jsonl"], skipped
+    assert "skipped files: 2" in proc.stderr and "loop.parquet" in proc.stderr, proc.stderr
