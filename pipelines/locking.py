@@ -24,8 +24,12 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
+
+
+_NAMELESS_RETRIES = 40  # x 50 ms: how long a refusal waits for the holder's name to appear
 
 
 class LockHeld(RuntimeError):
@@ -59,10 +63,18 @@ def exclusive_lock(path: str | os.PathLike, what: str | None = None,
     what = what or str(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise LockHeld(path, what, _read_holder(fd)) from None
+        # A holder writes its name just after taking the lock and clears it just before letting
+        # go: a refusal that finds no name retries for a moment, so the loser either gets the
+        # lock (it was being released) or can name who holds it (it was being taken).
+        for attempt in range(_NAMELESS_RETRIES + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                if holder or attempt == _NAMELESS_RETRIES:
+                    raise LockHeld(path, what, holder) from None
+                time.sleep(0.05)
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
