@@ -7,7 +7,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+from training.fused_loss import bf16_cpu_flags
 
 
 def _cpuinfo() -> str:
@@ -25,7 +25,6 @@ def cpu_name() -> str:
 
 
 def cpu_bf16_flags() -> list[str]:
-    """The bf16 dot-product features /proc/cpuinfo lists (empty: no bf16 units)."""
-    flags = {w for line in _cpuinfo().splitlines() if line.startswith("flags")
-             for w in line.split(":", 1)[-1].split()}
-    return [f for f in BF16_FLAGS if f in flags]
+    """The bf16 dot-product features this CPU lists (empty: no bf16 units), parsed the way the
+    fused loss's detector parses them."""
+    return bf16_cpu_flags(_cpuinfo())

@@ -147,8 +147,9 @@ def main(argv=None) -> int:
     print(json.dumps({
         "benchmark": "sample_throughput",
         "conditions": {
-            "device": args.device, "cpu": cpu_name(),
-            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "cpu_bf16_flags": cpu_bf16_flags(), "cores": os.cpu_count(),
+            "device": args.device, "cpu": cpu_name(), "cpu_bf16_flags": cpu_bf16_flags(),
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+            "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "dtype": "float32", "batch": 1,
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "greedy": True,
             "repeats": args.repeats, "torch": torch.__version__,

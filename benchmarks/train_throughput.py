@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import GPT, GPTConfig  # noqa: E402
 from training.fused_loss import LossModel, native_bf16_matmul  # noqa: E402
 from training.metrics import KNOWN_GPU_PEAKS, flops_per_token, measure_peak_flops  # noqa: E402
-from benchmarks.machine import cpu_bf16_flags, cpu_name  # noqa: E402
 from training.optim import AdamW, clip_grad_norm, param_groups  # noqa: E402
+from benchmarks.machine import cpu_bf16_flags, cpu_name  # noqa: E402
 
 LR, BETAS, WD = 6e-4, (0.9, 0.95), 0.1
 

@@ -52,11 +52,19 @@ def native_bf16_matmul(device_type: str = "cpu") -> bool:
         return True  # not Linux: assume a current CPU, and torch's own GEMM
 
 
-def cpu_flags_have_bf16(cpuinfo: str) -> bool:
-    """Whether /proc/cpuinfo's flags name bf16 dot-product instructions (AMX or AVX512_BF16)."""
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def bf16_cpu_flags(cpuinfo: str) -> list[str]:
+    """The bf16 dot-product features (AMX, AVX512_BF16) that /proc/cpuinfo's flags name."""
     flags = {word for line in cpuinfo.splitlines() if line.startswith("flags")
              for word in line.split(":", 1)[-1].split()}
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return [f for f in BF16_CPU_FLAGS if f in flags]
+
+
+def cpu_flags_have_bf16(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo's flags name bf16 dot-product instructions (AMX or AVX512_BF16)."""
+    return bool(bf16_cpu_flags(cpuinfo))
 
 
 def _compute_dtype(device_type: str) -> torch.dtype:
