@@ -10,6 +10,7 @@ then renamed, so a reader never sees a half-written shard under its final name.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +50,36 @@ def write_shard(path: str | os.PathLike, tokens) -> Path:
     return path
 
 
-def read_header(path: str | os.PathLike) -> int:
-    """Validate a shard's header and size; returns its token count."""
-    path = Path(path)
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for error messages (from its st_mode)."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path: Path):
+    """Open a shard for reading, refusing anything but a regular file. O_NONBLOCK makes the open
+    of a FIFO return at once instead of waiting forever for a writer; the type is then checked on
+    the open descriptor itself, so the file cannot be swapped between the check and the read."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(HEADER_BYTES)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot read shard ({exc.strerror})") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ShardError(f"{path}: is {file_kind(mode)}, not a regular shard file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _read_header(path: Path, f) -> int:
+    try:
+        size = os.fstat(f.fileno()).st_size
+        raw = f.read(HEADER_BYTES)
     except OSError as exc:
         raise ShardError(f"{path}: cannot read shard ({exc.strerror})") from exc
     if len(raw) < HEADER_BYTES:
@@ -74,10 +98,47 @@ def read_header(path: str | os.PathLike) -> int:
     return n_tokens
 
 
-def open_tokens(path: str | os.PathLike) -> np.memmap:
-    """Memory-map a shard's tokens (uint16, read-only) after validating its header."""
-    n_tokens = read_header(path)
-    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n_tokens,))
+def read_header(path: str | os.PathLike) -> int:
+    """Validate a shard's header and size; returns its token count."""
+    path = Path(path)
+    with _open_regular(path) as f:
+        return _read_header(path, f)
+
+
+# Tokens per step of the range check: 32 MiB of uint16, so the check's memory stays bounded
+# whatever the shard's size (the memmap's pages are the page cache's, not the process's).
+RANGE_CHECK_TOKENS = 1 << 24
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int, path: str | os.PathLike,
+                    chunk: int = RANGE_CHECK_TOKENS) -> None:
+    """Raise ShardError naming `path` and the token offset of the first id >= `vocab_size`.
+
+    A model's embedding has `vocab_size` real rows (plus, in padded models, rows no tokenizer
+    emits): an id past them either fails deep inside torch, naming nothing, or trains silently
+    on a padding row. One vectorised max per chunk costs a read of the shard, no copy."""
+    for start in range(0, len(tokens), chunk):
+        part = tokens[start : start + chunk]
+        if int(part.max()) >= vocab_size:
+            at = int(np.argmax(part >= vocab_size))
+            raise ShardError(
+                f"{path}: token id {int(part[at])} at token offset {start + at} is outside the "
+                f"model's vocabulary of {vocab_size} ids; the shard was not written for this model "
+                f"or is corrupt"
+            )
+
+
+def open_tokens(path: str | os.PathLike, vocab_size: int | None = None) -> np.memmap:
+    """Memory-map a shard's tokens (uint16, read-only) after validating its header; with
+    `vocab_size`, also check every id is below it (`check_token_ids`)."""
+    path = Path(path)
+    with _open_regular(path) as f:
+        n_tokens = _read_header(path, f)
+        # mapped from the descriptor already checked, not reopened by name
+        tokens = np.memmap(f, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n_tokens,))
+    if vocab_size is not None:
+        check_token_ids(tokens, vocab_size, path)
+    return tokens
 
 
 class ShardWriter:

@@ -29,6 +29,7 @@ _FLAGS = {
     "--grad-clip": ("grad_clip", float),
     "--precision": ("precision", str),
     "--seed": ("seed", int),
+    "--data-order": ("data_order", str),
     "--eval-every": ("eval_every", int),
     "--eval-tokens": ("eval_tokens", int),
     "--checkpoint-every": ("checkpoint_every", int),

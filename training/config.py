@@ -19,6 +19,8 @@ from model.config import ConfigSerialisation, GPTConfig
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+DataOrder = Literal["shuffled", "llmc"]
+DATA_ORDERS = ("shuffled", "llmc")
 
 
 @dataclass
@@ -54,6 +56,10 @@ class TrainConfig(ConfigSerialisation):
         fused_loss: chunked LM head + cross-entropy that never materialises all logits (see
             training/fused_loss.py); same loss, less memory traffic.
         seed: seeds model init, data order and every RNG.
+        data_order: how micro-batches read the shards (training/data.py): "shuffled" (each
+            sequence a window drawn from a per-epoch permutation of every window of every
+            shard) or "llmc" (llm.c's order: one contiguous span per micro-batch, shards front
+            to back, right only for shards whose documents are already shuffled).
         eval_every: steps between held-out evaluations (0: only at the end; needs val shards).
         eval_tokens: validation tokens per evaluation.
         checkpoint_every: steps between checkpoints (0: only at the end).
@@ -83,6 +89,7 @@ class TrainConfig(ConfigSerialisation):
     compile_optimizer: bool | None = None
     fused_loss: bool = True
     seed: int = 1337
+    data_order: DataOrder = "shuffled"
     eval_every: int = 0
     eval_tokens: int = 65536
     checkpoint_every: int = 0
@@ -155,6 +162,11 @@ class TrainConfig(ConfigSerialisation):
             raise ValueError(
                 f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got "
                 f"{self.precision!r}"
+            )
+        if self.data_order not in DATA_ORDERS:
+            raise ValueError(
+                f"TrainConfig.data_order must be one of {', '.join(DATA_ORDERS)}, got "
+                f"{self.data_order!r}"
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")

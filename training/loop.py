@@ -100,8 +100,11 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
     optimizer = AdamW(groups, lr=cfg.max_lr, betas=cfg.betas, eps=cfg.eps,
                       weight_decay=cfg.weight_decay,
                       compiled=cfg.compile if cfg.compile_optimizer is None else cfg.compile_optimizer)
+    # vocab_size: every id is range-checked as a shard opens, so a bad shard stops the run here,
+    # named with its offset, not deep inside the embedding (or silently, on a padding row).
     loader = ShardLoader(shards.train, cfg.micro_batch, seq_len, cfg.seed, dist.rank,
-                         dist.world_size)
+                         dist.world_size, order=cfg.data_order,
+                         vocab_size=model.config.vocab_size)
     scaler = precision.grad_scaler()
 
     start_step, tokens_seen, last_checkpoint = 0, 0, None

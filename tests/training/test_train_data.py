@@ -35,7 +35,7 @@ def test_find_shards_splits_train_and_val_and_names_bad_input(tmp_path, shard_di
 def test_bad_shard_and_too_small_shards_are_reported(tmp_path):
     d = _shards(tmp_path, [10, 20])
     with pytest.raises(ShardError, match="no shard holds a full batch"):
-        ShardLoader(sorted(d.glob("train_*")), batch=2, seq_len=16)
+        ShardLoader(sorted(d.glob("train_*")), batch=2, seq_len=16, order="llmc")
     (d / "train_000002.bin").write_bytes(b"garbage" * 300)
     with pytest.raises(ShardError, match="bad magic"):
         ShardLoader(sorted(d.glob("train_*")), batch=1, seq_len=4)
@@ -44,8 +44,8 @@ def test_bad_shard_and_too_small_shards_are_reported(tmp_path):
 def test_batches_are_contiguous_shifted_and_deterministic(tmp_path):
     d = _shards(tmp_path, [500, 300, 400])
     files = sorted(d.glob("train_*"))
-    a = ShardLoader(files, batch=2, seq_len=8, seed=5)
-    b = ShardLoader(files, batch=2, seq_len=8, seed=5)
+    a = ShardLoader(files, batch=2, seq_len=8, seed=5, order="llmc")
+    b = ShardLoader(files, batch=2, seq_len=8, seed=5, order="llmc")
     for _ in range(200):  # several epochs
         (xa, ya), (xb, yb) = a.next_batch(), b.next_batch()
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -54,7 +54,7 @@ def test_batches_are_contiguous_shifted_and_deterministic(tmp_path):
         flat = torch.cat([xa.flatten(), ya.flatten()[-1:]])
         assert torch.all(flat[1:] - flat[:-1] == 1)  # one contiguous run of one shard
     assert a.epoch >= 2
-    other = ShardLoader(files, batch=2, seq_len=8, seed=6)
+    other = ShardLoader(files, batch=2, seq_len=8, seed=6, order="llmc")
     orders = {tuple(a._epoch_order(e)) for e in range(6)} | {tuple(other._epoch_order(0))}
     assert len(orders) > 1  # the seed and the epoch change the shard order
 
