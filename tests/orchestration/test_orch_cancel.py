@@ -44,6 +44,19 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def _cmdline(p: psutil.Process) -> str:
+    """A process's command line, or "" once it has exited (short-lived helpers come and go)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _training(seen: dict[int, psutil.Process], target_pid: int) -> list[psutil.Process]:
+    """The living torchrun and rank processes among those seen under the run worker."""
+    return [p for p in living(seen.values()) if p.pid != target_pid and "train_entry" in _cmdline(p)]
+
+
 def _mentioning(text: str) -> list[psutil.Process]:
     """Every process on the machine whose command line mentions `text` (our workspace)."""
     found = []
@@ -69,7 +82,7 @@ def _start_and_wait_for_checkpoint(root: Path):
         for p in _tree(ps):
             seen.setdefault(p.pid, p)
         checkpoints = sorted((root / "runs").glob("train-*/checkpoints/step_*"))
-        if len(checkpoints) >= 2 and len(seen) >= 4:  # target, torchrun, 2 workers
+        if len(checkpoints) >= 2 and len(_training(seen, proc.pid)) >= 3:  # torchrun, 2 ranks
             break
         assert proc.poll() is None, (root / "target.log").read_text()[-3000:]
         time.sleep(0.2)
@@ -107,7 +120,7 @@ def _assert_checkpoint_intact(run_dir: Path) -> None:
 def test_cancelled_run_leaves_no_process_and_an_intact_checkpoint(tmp_path):
     _shards(tmp_path)
     proc, seen, run_dir = _start_and_wait_for_checkpoint(tmp_path)
-    workers = [p for p in seen.values() if "train_entry" in " ".join(p.cmdline()) and p.pid != proc.pid]
+    workers = _training(seen, proc.pid)
     assert len(workers) >= 3  # torchrun + 2 ranks (each rank in its own session)
     t0 = time.time()
     os.kill(proc.pid, signal.SIGINT)  # what Dagster's run termination delivers to the run worker
