@@ -10,6 +10,32 @@ the same whatever the order or the number of worker processes; a snapshot too sm
 still gets its one lowest-hash document. Each worker task is one parquet row group (the stages
 before write groups of at most 512 documents, which bounds memory); the parent only writes.
 
+Document order: shuffled, so that any contiguous read of a shard is close to an i.i.d. sample of
+the corpus (FineWeb's published files are shuffled, which is what makes llm.c's front-to-back
+reading work there; local snapshots come file by file, page by page). Each document's sort key is
+`blake2b-64(id, key=shuffle_seed)`; documents are written in ascending key (ties, i.e. repeated
+ids, by input row). The order is thus a function of the ids and the seed alone: not of the input
+order, the number of workers, or how the sort is carried out. The seed is recorded in the
+manifest (schema metadata `hgpt.shuffle`, and each row's key in `shuffle_key`).
+
+The sort is external, in two levels, so memory is bounded at any corpus size:
+1. as row groups come back from the workers, each document goes, by the top bits of its key, to
+   one of 2**k bucket files in the staging directory (tokens, fixed-width records, id and source
+   strings; appended, never held);
+2. buckets are then read one at a time, in key order, sorted by key in memory and written out.
+Buckets are key ranges, so concatenating them sorted is the global sort: the bucket count (set
+from the input's text bytes and `shuffle_bucket_bytes`, ~ the peak memory of step 2) changes the
+memory and never the output. The keys are uniform, so buckets get equal shares of the documents
+(a bucket of ~50k pages is within a few percent of the mean). At most 2**16 buckets, i.e. 16 TiB
+of text at the default 256 MiB each; only past that does a bucket outgrow the setting.
+Why a global sort and not a shuffle within bounded groups: a group shuffle leaves each group's
+documents (one source file, one crawl period) together, so a contiguous read still sees a narrow
+slice of the corpus; sorting by a keyed hash is a uniform permutation of the whole of it, at the
+cost of one more pass: every token is written and read once more (uint16, small next to
+encoding), and the stage needs the shards' size again in temporary disk space, freed bucket by
+bucket as the shards grow. A crash leaves only the staging directory, which the rerun removes
+and starts again (the order does not depend on what was written before).
+
     hgpt data tokenize --docs /tmp/hgpt/dedup/kept.parquet --out /tmp/hgpt/shards
 """
 
@@ -19,6 +45,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,30 +60,43 @@ from pipelines.filtering import default_workers
 from pipelines.parallel import ordered_map
 from pipelines.shard_format import ShardWriter
 
-STAGE_VERSION = "tokenize-1"
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("split", pa.string()),
-        ("shard", pa.string()),
-        ("offset", pa.int64()),  # first token of this piece inside the shard
-        ("n_tokens", pa.int64()),  # tokens of this piece (EOT included in a document's first piece)
-        ("doc_index", pa.int64()),  # row of the document in the input parquet
-        ("id", pa.string()),
-        ("part", pa.int32()),  # 0 for a document's first piece, 1 for its continuation, ...
-        ("doc_tokens", pa.int64()),
-        ("source_file", pa.string()),
-    ]
-)
+STAGE_VERSION = "tokenize-2"  # 2: documents in shuffled order
+MANIFEST_COLUMNS = [
+    ("split", pa.string()),
+    ("shard", pa.string()),
+    ("offset", pa.int64()),  # first token of this piece inside the shard
+    ("n_tokens", pa.int64()),  # tokens of this piece (EOT included in a document's first piece)
+    ("doc_index", pa.int64()),  # row of the document in the input parquet
+    ("id", pa.string()),
+    ("part", pa.int32()),  # 0 for a document's first piece, 1 for its continuation, ...
+    ("doc_tokens", pa.int64()),
+    ("source_file", pa.string()),
+    ("shuffle_key", pa.uint64()),  # blake2b-64(id, key=seed): documents are in ascending key
+]
+MANIFEST_SCHEMA = pa.schema(MANIFEST_COLUMNS)
+
+
+def manifest_schema(shuffle_seed: int) -> pa.Schema:
+    """The manifest's schema, recording how its documents were ordered."""
+    return MANIFEST_SCHEMA.with_metadata({"hgpt.shuffle": json.dumps({
+        "seed": shuffle_seed, "key": "blake2b(id utf-8, digest_size=8, key=seed as 8 bytes "
+        "little-endian), big-endian", "order": "ascending key, then input row"})})
 
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    """Shard size, validation split and parallelism."""
+    """Shard size, validation split, document order and parallelism.
+
+    `shuffle_seed` chooses the document order (see the module docstring) and is part of the
+    output's fingerprint; `shuffle_bucket_bytes` (input text per bucket of the external sort,
+    about the sort's peak memory) and `workers` change the cost, never the bytes written."""
 
     shard_tokens: int = 100_000_000
     val_fraction: float = 0.01
     workers: int = field(default_factory=default_workers)
     read_rows: int = 256  # documents decoded at a time inside a worker
+    shuffle_seed: int = 0
+    shuffle_bucket_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         if self.shard_tokens < 1:
@@ -65,6 +105,10 @@ class TokenizeConfig:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if self.workers < 1 or self.read_rows < 1:
             raise ValueError("workers and read_rows must be >= 1")
+        if not 0 <= self.shuffle_seed < 2**64:
+            raise ValueError(f"shuffle_seed must lie in [0, 2**64), got {self.shuffle_seed}")
+        if self.shuffle_bucket_bytes < 1:
+            raise ValueError(f"shuffle_bucket_bytes must be >= 1, got {self.shuffle_bucket_bytes}")
 
 
 @dataclass
@@ -78,6 +122,9 @@ class TokenizeResult:
     manifest_path: str
     content_hash: str
     fingerprint: str
+    shuffle_seed: int = 0
+    shuffle_buckets: int = 1  # buckets of the external sort
+    largest_bucket_tokens: int = 0  # the most tokens the sort held in memory at once
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +136,15 @@ class TokenizeResult:
 
 def _id_hash(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "big")
+
+
+def shuffle_keys(ids: list[str], seed: int) -> np.ndarray:
+    """Each document's sort key (uint64): a keyed hash of its id, so the order depends on the
+    ids and the seed only. A different seed gives an unrelated order."""
+    key = seed.to_bytes(8, "little")
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=key).digest(), "big")
+         for i in ids), dtype=np.uint64, count=len(ids))
 
 
 def select_validation(docs_parquet: Path, val_fraction: float) -> set[int]:
@@ -133,6 +189,132 @@ def _encode_row_group(task: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarra
         del pieces, batch
     tokens = np.concatenate(out) if out else np.empty(0, np.uint16)
     return tokens, np.asarray(lengths, dtype=np.int64)
+
+
+def _gather(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The token runs tokens[starts[i] : starts[i] + lengths[i]], back to back, in one gather."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, tokens.dtype)
+    run_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    index = np.arange(total, dtype=np.int64) + np.repeat(starts - run_start, lengths)
+    return tokens[index]
+
+
+_RECORD = np.dtype([("key", "<u8"), ("row", "<i8"), ("n_tokens", "<i8"), ("val", "u1")])
+
+
+def bucket_bits(docs_parquet: Path, bucket_bytes: int) -> int:
+    """k such that 2**k buckets each get about `bucket_bytes` of the input's text (estimated
+    from the parquet metadata's uncompressed size of the text column; at most 2**16 buckets)."""
+    meta = pq.ParquetFile(docs_parquet).metadata
+    col = meta.schema.to_arrow_schema().get_field_index("text")
+    text_bytes = sum(meta.row_group(i).column(col).total_uncompressed_size
+                     for i in range(meta.num_row_groups))
+    buckets = -(-text_bytes // bucket_bytes)
+    return min(16, max(0, (buckets - 1).bit_length()))
+
+
+class _Buckets:
+    """Step 1 of the external sort: documents appended, by the top bits of their key, to bucket
+    files (tokens, records, ids, source files). Files are opened per append, so the number of
+    buckets is not limited by open descriptors."""
+
+    def __init__(self, root: Path, bits: int):
+        self.root, self.bits = root, bits
+        root.mkdir()
+
+    def path(self, b: int, kind: str) -> Path:
+        return self.root / f"{b:05d}.{kind}"
+
+    def add(self, tokens, lengths, keys, rows, is_val, ids: pa.Array, sources: pa.Array) -> None:
+        bucket = (keys >> np.uint64(64 - self.bits)).astype(np.int64) if self.bits else \
+            np.zeros(len(keys), np.int64)
+        order = np.argsort(bucket, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+        for sel in np.split(order, cuts) if len(order) else []:
+            b = int(bucket[sel[0]])
+            rec = np.empty(len(sel), _RECORD)
+            rec["key"], rec["row"], rec["n_tokens"], rec["val"] = keys[sel], rows[sel], lengths[sel], is_val[sel]
+            take = pa.array(sel)
+            for kind, data in (("tok", _gather(tokens, starts[sel], lengths[sel]).tobytes()),
+                               ("rec", rec.tobytes()),
+                               ("id", _strings(ids.take(take))),
+                               ("src", _strings(sources.take(take)))):
+                with open(self.path(b, kind), "ab") as f:
+                    f.write(data)
+
+    def read(self, b: int) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array] | None:
+        """Bucket `b` sorted by (key, input row): tokens in that order, records, ids, sources;
+        its files are deleted (the temporary disk space shrinks as the shards grow)."""
+        if not self.path(b, "rec").exists():
+            return None
+        rec = np.fromfile(self.path(b, "rec"), _RECORD)
+        tokens = np.fromfile(self.path(b, "tok"), np.uint16)
+        ids, sources = (_read_strings(self.path(b, k), len(rec)) for k in ("id", "src"))
+        for kind in ("tok", "rec", "id", "src"):
+            self.path(b, kind).unlink()
+        order = np.lexsort((rec["row"], rec["key"]))
+        starts = np.concatenate(([0], np.cumsum(rec["n_tokens"])[:-1])).astype(np.int64)
+        rec = rec[order]
+        tokens = _gather(tokens, starts[order], rec["n_tokens"])
+        take = pa.array(order)
+        return tokens, rec, ids.take(take), sources.take(take)
+
+
+_NULL = 0xFFFFFFFF  # length prefix of a null string
+
+
+def _strings(values: pa.Array) -> bytes:
+    """Length-prefixed UTF-8 (a uint32 length, then the bytes) of each string; nulls kept."""
+    out = bytearray()
+    for v in values.to_pylist():
+        raw = b"" if v is None else v.encode()
+        out += (_NULL if v is None else len(raw)).to_bytes(4, "little") + raw
+    return bytes(out)
+
+
+def _read_strings(path: Path, n: int) -> pa.Array:
+    data, pos, out = path.read_bytes(), 0, []
+    for _ in range(n):
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        if size == _NULL:
+            out.append(None)
+            pos += 4
+            continue
+        out.append(data[pos + 4 : pos + 4 + size].decode())
+        pos += 4 + size
+    return pa.array(out, pa.string())
+
+
+class _ManifestWriter:
+    """Manifest rows in row groups of exactly `group_rows` (the last holds the rest), whatever
+    sizes they arrive in: the parquet bytes then do not depend on the sort's bucket count.
+    The training split's rows come first, then the validation split's (buffered on disk in
+    the staging directory meanwhile)."""
+
+    def __init__(self, path: Path, schema: pa.Schema, group_rows: int = 65536):
+        self.schema, self.group_rows = schema, group_rows
+        self.writer = atomic.parquet_writer(path, schema, compression="zstd")
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+
+    def write(self, rows: dict | pa.Table) -> None:
+        self.pending.append(rows if isinstance(rows, pa.Table) else pa.table(rows, schema=self.schema))
+        self.rows += self.pending[-1].num_rows
+        if self.rows >= self.group_rows:
+            table = pa.concat_tables(self.pending)
+            full = table.num_rows // self.group_rows * self.group_rows
+            # one chunk per column: the pages written must not depend on how rows arrived
+            self.writer.write_table(table.slice(0, full).combine_chunks(),
+                                    row_group_size=self.group_rows)
+            self.pending, self.rows = [table.slice(full)], table.num_rows - full
+
+    def close(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.concat_tables(self.pending).combine_chunks())
+        self.writer.close()
 
 
 class _SplitWriter:
@@ -197,7 +379,8 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
     """Tokenize every document of `docs_parquet` (needs columns text, id, source_file) into
     `out_dir/{val,train}_NNNNNN.bin` + `manifest.parquet`. Skips a finished identical run."""
     docs_parquet, out_dir = Path(docs_parquet), Path(out_dir)
-    cfg_fp = {k: v for k, v in asdict(cfg).items() if k in ("shard_tokens", "val_fraction")}
+    cfg_fp = {k: v for k, v in asdict(cfg).items()
+              if k in ("shard_tokens", "val_fraction", "shuffle_seed")}
     fp = atomic.fingerprint(stage=STAGE_VERSION, input=atomic.sha256_file(docs_parquet), cfg=cfg_fp)
     done = atomic.completed(out_dir, fp)
     if done is not None:
@@ -208,40 +391,66 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
     if missing:
         raise ValueError(f"{docs_parquet}: missing column(s) {', '.join(sorted(missing))}")
     val_rows = np.array(sorted(select_validation(docs_parquet, cfg.val_fraction)), dtype=np.int64)
+    bits = bucket_bits(docs_parquet, cfg.shuffle_bucket_bytes)
     with atomic.staged_dir(out_dir) as stage:
-        writers = {s: _SplitWriter(stage, s, cfg.shard_tokens) for s in ("val", "train")}
-        manifest_w = atomic.parquet_writer(stage / "manifest.parquet", MANIFEST_SCHEMA, compression="zstd")
+        # step 1: encode (in the workers) and distribute the documents over the buckets
+        buckets = _Buckets(stage / ".buckets", bits)
         tasks = [(str(docs_parquet), rg, cfg.read_rows) for rg in range(pf.num_row_groups)]
         first_row = 0
         for rg, (tokens, lengths) in enumerate(ordered_map(_encode_row_group, tasks, cfg.workers)):
             meta = pf.read_row_group(rg, columns=["id", "source_file"])
+            ids, sources = meta["id"].combine_chunks(), meta["source_file"].combine_chunks()
             rows = first_row + np.arange(len(lengths), dtype=np.int64)
             first_row += len(lengths)
-            is_val = np.isin(rows, val_rows)
-            token_is_val = np.repeat(is_val, lengths)
-            for split, doc_mask, tok_mask in (("val", is_val, token_is_val), ("train", ~is_val, ~token_is_val)):
+            buckets.add(tokens, lengths, shuffle_keys(ids.to_pylist(), cfg.shuffle_seed), rows,
+                        np.isin(rows, val_rows), ids, sources)
+            if progress is not None:
+                progress.update(len(lengths))
+        # step 2: buckets in key order, each sorted, into the shards
+        writers = {s: _SplitWriter(stage, s, cfg.shard_tokens) for s in ("val", "train")}
+        schema = manifest_schema(cfg.shuffle_seed)
+        # the validation rows wait in the stage itself: its writers are the ones closed quietly
+        # if the stage fails (a full disk), and it is removed before the stage is published
+        val_manifest = stage / ".val-manifest.parquet"
+        manifest = {"train": _ManifestWriter(stage / "manifest.parquet", schema),
+                    "val": _ManifestWriter(val_manifest, schema)}
+        largest = 0
+        for b in range(2**bits):
+            bucket = buckets.read(b)
+            if bucket is None:
+                continue
+            tokens, rec, ids, sources = bucket
+            largest = max(largest, len(tokens))
+            token_is_val = np.repeat(rec["val"].astype(bool), rec["n_tokens"])
+            for split, doc_mask, tok_mask in (("val", rec["val"] == 1, token_is_val),
+                                              ("train", rec["val"] == 0, ~token_is_val)):
                 if not doc_mask.any():
                     continue
                 w = writers[split]
-                pieces = w.add_docs(tokens[tok_mask], lengths[doc_mask])
+                pieces = w.add_docs(tokens[tok_mask], rec["n_tokens"][doc_mask])
                 doc_pos = np.flatnonzero(doc_mask)[pieces["doc"]]
                 take = pa.array(doc_pos)
-                manifest_w.write_table(pa.table({
+                manifest[split].write({
                     "split": pa.array([split] * len(doc_pos), pa.string()),
                     "shard": pa.array([w.shard_name(i) for i in pieces["shard"].tolist()], pa.string()),
                     "offset": pieces["offset"],
                     "n_tokens": pieces["n_tokens"],
-                    "doc_index": rows[doc_pos],
-                    "id": meta["id"].take(take),
+                    "doc_index": rec["row"][doc_pos],
+                    "id": ids.take(take),
                     "part": pieces["part"].astype(np.int32),
-                    "doc_tokens": lengths[doc_pos],
-                    "source_file": meta["source_file"].take(take),
-                }, schema=MANIFEST_SCHEMA))
-            if progress is not None:
-                progress.update(len(lengths))
+                    "doc_tokens": rec["n_tokens"][doc_pos],
+                    "source_file": sources.take(take),
+                    "shuffle_key": rec["key"][doc_pos],
+                })
+            del tokens, rec, ids, sources, bucket
+        manifest["val"].close()
+        for batch in pq.ParquetFile(val_manifest).iter_batches(65536):
+            manifest["train"].write(pa.Table.from_batches([batch], schema=schema))
+        manifest["train"].close()
+        val_manifest.unlink()
+        shutil.rmtree(buckets.root)
         for w in writers.values():
             w.close()
-        manifest_w.close()
         shards = writers["val"].names + writers["train"].names
         result = TokenizeResult(
             docs=writers["val"].docs + writers["train"].docs,
@@ -253,6 +462,9 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
             manifest_path=str(out_dir / "manifest.parquet"),
             content_hash=_content_hash(stage, [*shards, "manifest.parquet"]),
             fingerprint=fp,
+            shuffle_seed=cfg.shuffle_seed,
+            shuffle_buckets=2**bits,
+            largest_bucket_tokens=largest,
         )
         atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
     return result
@@ -267,8 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard-tokens", type=int, default=TokenizeConfig.shard_tokens)
     ap.add_argument("--val-fraction", type=float, default=TokenizeConfig.val_fraction)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--shuffle-seed", type=int, default=TokenizeConfig.shuffle_seed,
+                    help="seed of the document order (recorded in the manifest)")
     args = ap.parse_args(argv)
     cfg = TokenizeConfig(shard_tokens=args.shard_tokens, val_fraction=args.val_fraction,
+                         shuffle_seed=args.shuffle_seed,
                          **({"workers": args.workers} if args.workers else {}))
     print(json.dumps(tokenize_documents(args.docs, args.out, cfg).to_dict(), indent=2))
     return 0

@@ -115,3 +115,128 @@ def test_shard_writer_is_unreadable_until_closed(tmp_path):
         w.write(np.array([70000]))
     w.close()
     assert open_tokens(tmp_path / "s.bin").tolist() == list(range(10)) + [50256, 7]
+
+
+def _part0(out_dir):
+    m = pq.read_table(out_dir / "manifest.parquet")
+    return m, m.filter(pa.compute.equal(m["part"], 0))
+
+
+def test_documents_are_in_the_order_of_a_seeded_hash_of_their_id(tmp_path):
+    import json
+
+    from pipelines.tokenize import shuffle_keys
+
+    src = _docs_parquet(tmp_path / "docs.parquet", TEXTS)
+    cfg = TokenizeConfig(shard_tokens=600, val_fraction=0.1, workers=1, shuffle_seed=3)
+    tokenize_documents(src, tmp_path / "a", cfg)
+    manifest, docs = _part0(tmp_path / "a")
+    assert json.loads(manifest.schema.metadata[b"hgpt.shuffle"])["seed"] == 3
+    for split in ("train", "val"):
+        rows = docs.filter(pa.compute.equal(docs["split"], split))
+        keys = rows["shuffle_key"].to_numpy()
+        assert keys.tolist() == shuffle_keys(rows["id"].to_pylist(), 3).tolist()
+        assert np.all(np.diff(keys.astype(object)) >= 0)  # written in ascending key
+        # the shards hold exactly these documents, back to back, in this order
+        shards = sorted((tmp_path / "a").glob(f"{split}_*.bin"))
+        stream = np.concatenate([np.asarray(open_tokens(s)) for s in shards])
+        want = np.concatenate([encode_document(TEXTS[int(i[1:])]) for i in rows["id"].to_pylist()])
+        assert stream.tolist() == want.tolist()
+    train_rows = docs.filter(pa.compute.equal(docs["split"], "train"))["doc_index"].to_pylist()
+    assert train_rows != sorted(train_rows)  # no longer the source order
+    other = TokenizeConfig(shard_tokens=600, val_fraction=0.1, workers=1, shuffle_seed=4)
+    tokenize_documents(src, tmp_path / "b", other)
+    assert _part0(tmp_path / "b")[1]["id"].to_pylist() != docs["id"].to_pylist()  # seed matters
+    # the split does not depend on the seed: only the order within each split
+    for split in ("train", "val"):
+        ids = {s: set(_part0(tmp_path / s)[1].filter(
+            pa.compute.equal(_part0(tmp_path / s)[1]["split"], split))["id"].to_pylist()) for s in "ab"}
+        assert ids["a"] == ids["b"]
+
+
+def test_shuffle_conserves_documents_even_with_repeated_ids(tmp_path):
+    texts = TEXTS[:20]
+    schema = pa.schema([("text", pa.string()), ("id", pa.string()), ("source_file", pa.string())])
+    src = tmp_path / "docs.parquet"
+    ids = [f"d{i % 7}" for i in range(len(texts))]  # repeated ids tie on the key: row decides
+    sources = [None if i == 3 else f"f{i % 3}.parquet" for i in range(len(texts))]
+    with pq.ParquetWriter(src, schema) as w:
+        for i in range(0, len(texts), 6):
+            w.write_table(pa.table({"text": texts[i:i + 6], "id": ids[i:i + 6],
+                                    "source_file": sources[i:i + 6]}, schema=schema))
+    res = tokenize_documents(src, tmp_path / "a", TokenizeConfig(shard_tokens=300, val_fraction=0.2, workers=1))
+    manifest, docs = _part0(tmp_path / "a")
+    rows = docs["doc_index"].to_pylist()
+    assert sorted(rows) == list(range(len(texts)))  # each input row exactly once
+    assert res.docs == len(texts) and res.tokens == sum(len(encode_document(t)) for t in texts)
+    for row in docs.to_pylist():  # the id and source travel with their own document
+        assert row["id"] == ids[row["doc_index"]] and row["source_file"] == sources[row["doc_index"]]
+    rebuilt: dict[int, list] = {}
+    for row in manifest.to_pylist():
+        toks = open_tokens(tmp_path / "a" / row["shard"])[row["offset"]:row["offset"] + row["n_tokens"]]
+        rebuilt.setdefault(row["doc_index"], []).extend(np.asarray(toks).tolist())
+    assert all(rebuilt[r] == encode_document(texts[r]) for r in range(len(texts)))
+    ties = [(r["shuffle_key"], r["doc_index"]) for r in docs.to_pylist() if r["split"] == "train"]
+    assert ties == sorted(ties)  # equal keys keep input row order
+
+
+def test_many_small_sort_buckets_give_the_same_bytes_as_one(tmp_path):
+    """Memory is bounded by the bucket size setting, and the setting never changes the output."""
+    src = _docs_parquet(tmp_path / "docs.parquet", TEXTS)
+    one = tokenize_documents(src, tmp_path / "one", TokenizeConfig(shard_tokens=700, workers=1))
+    many = tokenize_documents(src, tmp_path / "many", TokenizeConfig(
+        shard_tokens=700, workers=2, shuffle_bucket_bytes=256))
+    assert one.shuffle_buckets == 1 and one.largest_bucket_tokens == one.tokens
+    assert many.shuffle_buckets >= 16
+    # hash partitioning spreads the documents: no bucket holds more than a few of the 42
+    assert many.largest_bucket_tokens < one.tokens / 4
+    assert one.content_hash == many.content_hash
+    for f in (tmp_path / "one").iterdir():
+        if f.suffix in (".bin", ".parquet"):
+            assert f.read_bytes() == (tmp_path / "many" / f.name).read_bytes(), f.name
+    assert not list((tmp_path / "many").glob(".*"))  # the bucket files are gone
+
+
+CRASH = """
+import os, signal, sys
+from pipelines import tokenize
+calls = {"n": 0}
+real = getattr(tokenize._Buckets, sys.argv[3])
+def dies(self, *args):
+    calls["n"] += 1
+    if calls["n"] == int(sys.argv[4]):  # kill -9 of ourselves: no cleanup runs
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *args)
+setattr(tokenize._Buckets, sys.argv[3], dies)
+tokenize.tokenize_documents(sys.argv[1], sys.argv[2], tokenize.TokenizeConfig(
+    shard_tokens=400, workers=1, shuffle_bucket_bytes=512))
+"""
+
+
+@pytest.mark.parametrize("where", [("add", 3), ("read", 4)], ids=["while-bucketing", "while-writing-shards"])
+def test_kill_9_mid_sort_then_rerun_gives_the_same_bytes(tmp_path, where):
+    """Killed with bucket files on disk (and, in step 2, some shards written), the stage leaves
+    nothing under its final name; a rerun removes the leftovers and writes the very same bytes."""
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline_helpers import REPO
+
+    src = _docs_parquet(tmp_path / "docs.parquet", TEXTS)
+    ref = tokenize_documents(src, tmp_path / "ref", TokenizeConfig(
+        shard_tokens=400, workers=1, shuffle_bucket_bytes=512))
+    assert ref.shuffle_buckets >= 16
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(src), str(out), *map(str, where)],
+                          cwd=REPO, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    leftovers = list(tmp_path.glob(".out.tmp-*/.buckets/*.tok"))
+    assert leftovers and not out.exists()  # killed mid-sort, nothing published
+    again = tokenize_documents(src, out, TokenizeConfig(shard_tokens=400, workers=2,
+                                                        shuffle_bucket_bytes=512))
+    assert again.content_hash == ref.content_hash
+    assert not list(tmp_path.glob(".out.tmp-*")) and not list(out.glob(".*"))
+    for f in (tmp_path / "ref").iterdir():
+        if f.suffix in (".bin", ".parquet"):
+            assert f.read_bytes() == (out / f.name).read_bytes(), f.name
