@@ -75,22 +75,69 @@ def _compute_dtype(device_type: str) -> torch.dtype:
 
 # A fresh 100 MB tensor costs about as much in page faults as the matmul that fills it (glibc
 # hands allocations this large straight to mmap, and they come back zero-filled on first touch),
-# so in eager mode on CPU the chunk's logits buffer is kept between calls and reused.
-_LOGITS_BUFFER: dict[tuple, torch.Tensor] = {}
+# so in eager mode on CPU the big per-chunk buffers (logits, grad-W's product) are kept between
+# calls and reused, one per role.
+_SCRATCH: dict[str, torch.Tensor] = {}
 
 
-def _logits_buffer(rows: int, cols: int, device: torch.device) -> torch.Tensor:
+def _scratch(role: str, shape: tuple[int, ...], dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor:
     if device.type != "cpu" or torch.compiler.is_compiling():
-        return torch.empty(rows, cols, device=device)  # GPU: the caching allocator reuses memory
-    key = (rows, cols)
-    if key not in _LOGITS_BUFFER:
-        _LOGITS_BUFFER.clear()  # one buffer at a time: the shape only changes between configs
-        _LOGITS_BUFFER[key] = torch.empty(rows, cols)
-    return _LOGITS_BUFFER[key]
+        return torch.empty(shape, dtype=dtype, device=device)  # GPU: the caching allocator reuses
+    buf = _SCRATCH.get(role)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        _SCRATCH[role] = buf = torch.empty(shape, dtype=dtype)  # shapes change only with configs
+    return buf
 
 
 # Below this, -log p loses digits to fp32's subnormal range; 1e-30 is a loss of about 69.
 _TINY_PROB = 1e-30
+
+# Rows of the logits turned into gradients at a time. The softmax works in fp32; done over 64
+# rows (64 x 50257 fp32 = 13 MB, which stays in a CPU's cache) the bf16 logits are read and the
+# bf16 gradient written once from memory, where a whole-chunk fp32 pass would write and read
+# 100 MB twice more. On a GPU it is just a few more, still large, kernels.
+SOFTMAX_ROWS = 64
+
+
+def _logits_to_grad(logits, targets, valid, exact_logsumexp, round_to) -> torch.Tensor:
+    """In place, turn a chunk's logits (n, V) into softmax - one_hot, in fp32 row blocks, and
+    return the chunk's summed loss over valid rows (fp32). `logits` is fp32 or bf16 (then each
+    block is computed in fp32 and rounded once on the way back); `round_to`: for fp32 logits
+    that feed bf16-rounded products, round the gradient to this dtype in place (exact as fp32).
+    `exact_logsumexp(rows)` recomputes the logsumexp of the rows (a bool mask) whose target
+    probability fp32 cannot hold."""
+    n = logits.size(0)
+    in_place = logits.dtype == torch.float32
+    scratch = None if in_place else _scratch("softmax", (min(SOFTMAX_ROWS, n), logits.size(1)),
+                                             torch.float32, logits.device)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=logits.device)
+    for a in range(0, n, SOFTMAX_ROWS):
+        b = min(a + SOFTMAX_ROWS, n)
+        block = logits[a:b]
+        x = block if in_place else scratch[: b - a].copy_(block)  # bf16 -> fp32 is exact
+        t = targets[a:b].unsqueeze(1)
+        target_logit = x.gather(1, t).squeeze(1)
+        # Softmax in place: torch's kernel works row by row (max, exp and sum, scale) while the
+        # row is in cache. The loss is then -log p[target]...
+        torch._softmax(x, 1, False, out=x)
+        target_p = x.gather(1, t).squeeze(1)
+        vb = valid[a:b]
+        # ...except where p[target] is too small for fp32 to hold well (a logit ~80 below the
+        # row's maximum: essentially never): those rows are recomputed exactly.
+        tiny = vb & (target_p < _TINY_PROB)
+        nll = -target_p.log()
+        if tiny.any():
+            rows = torch.zeros(n, dtype=torch.bool, device=x.device)
+            rows[a:b] = tiny
+            nll = nll.masked_scatter(tiny, exact_logsumexp(rows) - target_logit[tiny])
+        loss_sum += torch.where(vb, nll, 0.0).sum()
+        x.scatter_add_(1, t, torch.full_like(target_p, -1.0).unsqueeze(1))
+        if not in_place:
+            block.copy_(x)  # rounded to bf16 once, like the cast of a bf16 GEMM's operand
+        elif round_to is not None:
+            x.copy_(x.to(round_to))
+    return loss_sum
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -99,8 +146,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         # h: (N, C) any float dtype; weight: (V_padded, C) fp32 parameter, of which the first
         # n_classes rows are classes; targets: (N,) int64.
         # upcast: multiply the bf16-rounded operands with the fp32 GEMM (see module docstring).
-        N, V = h.size(0), n_classes
+        N, C, V = h.size(0), h.size(1), n_classes
         upcast = upcast and dtype != torch.float32
+        native = dtype != torch.float32 and not upcast  # torch's own bf16 GEMMs
         w = weight[:V].to(dtype)  # the (V, C) operand, rounded once
         if upcast:
             w = w.float()
@@ -116,46 +164,39 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         else:
             operand_scale, w_divisor = valid.to(dtype).unsqueeze(1), n_valid  # mask: exact
         loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
-        grad_h = torch.empty(N, h.size(1), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty(N, C, dtype=torch.float32, device=h.device)
         # Padding rows are part of the gradient (zero), so autograd needs no slice-backward copy.
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
-        buffer = _logits_buffer(min(chunk, N), V, h.device)
-        rows = torch.arange(min(chunk, N), device=h.device)
+        # The chunk's logits, reused in place from logits to gradient: bf16 on the native branch
+        # (what the GEMM writes), else fp32.
+        buffer = _scratch("logits", (min(chunk, N), V), torch.bfloat16 if native else torch.float32,
+                          h.device)
+        if native:  # grad-W's per-chunk bf16 product, and its exact fp32 copy for the sum
+            product = _scratch("grad_w_bf16", (V, C), dtype, h.device)
+            product32 = _scratch("grad_w_fp32", (V, C), torch.float32, h.device)
         for s in range(0, N, chunk):
             e = min(s + chunk, N)
             hc = h[s:e].to(dtype)  # (n, C)
             if upcast:
                 hc = hc.float()
-            tc = targets[s:e].clamp(min=0)
-            logits = buffer[: e - s]  # (n, V) fp32, reused in place from logits to gradient
-            if hc.dtype == torch.float32:
-                torch.mm(hc, w.t(), out=logits)
-            else:
-                logits.copy_(hc @ w.t())
-            target_logit = logits.gather(1, tc.unsqueeze(1)).squeeze(1)  # (n,)
-            # Softmax in place: torch's kernel works row by row (max, exp and sum, scale) while
-            # the row is in cache, one pass over memory. The loss is then -log p[target]...
-            torch._softmax(logits, 1, False, out=logits)
-            target_p = logits.gather(1, tc.unsqueeze(1)).squeeze(1)  # (n,)
-            vc = valid[s:e]
-            # ...except where p[target] is too small for fp32 to hold well (a logit ~80 below
-            # the row's maximum: essentially never): those rows are recomputed exactly.
-            tiny = vc & (target_p < _TINY_PROB)
-            nll = -target_p.log()
-            if tiny.any():
-                exact = torch.logsumexp(hc[tiny] @ w.t(), dim=1).float() - target_logit[tiny]
-                nll = nll.masked_scatter(tiny, exact)
-            loss_sum += torch.where(vc, nll, 0.0).sum()
-            logits[rows[: e - s], tc] -= 1.0
-            g = logits.to(dtype)
-            if upcast:
-                g = g.float()
+            logits = buffer[: e - s]
+            torch.mm(hc, w.t(), out=logits)
+
+            def exact_logsumexp(rows, hc=hc):
+                return torch.logsumexp((hc[rows] @ w.t()).float(), dim=1)
+
+            loss_sum += _logits_to_grad(logits, targets[s:e].clamp(min=0), valid[s:e],
+                                        exact_logsumexp, dtype if upcast else None)
+            g = logits  # softmax - one_hot, in the dtype of the GEMMs' operands
             grad_h[s:e] = torch.mm(g, w).float().mul_(row_scale[s:e])  # (n, V) @ (V, C)
             hs = hc * operand_scale[s:e].to(hc.dtype)
-            if g.dtype == torch.float32:
+            if native:  # bf16 result per chunk, summed over chunks in fp32
+                torch.mm(g.t(), hs, out=product)
+                # a bf16 tensor added into fp32 takes a slow mixed-dtype path (5x the time of
+                # this exact copy and an fp32 add)
+                grad_w[:V].add_(product32.copy_(product))
+            else:
                 grad_w[:V].addmm_(g.t(), hs)  # (V, n) @ (n, C), accumulated in fp32
-            else:  # native bf16 GEMM: bf16 result per chunk, summed over chunks in fp32
-                grad_w[:V] += g.t() @ hs
         ctx.save_for_backward(grad_h, grad_w, w_divisor)
         ctx.h_dtype = h.dtype
         return loss_sum / n_valid
