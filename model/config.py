@@ -1,6 +1,6 @@
 """Typed, validated GPT-2 architecture configuration and the named presets.
 
-The model config describes only the network; how it is trained lives in training/ (GUIDE lesson 4).
+The model config describes only the network; how it is trained lives in training/.
 """
 
 from __future__ import annotations
@@ -35,9 +35,25 @@ class ConfigSerialisation:
         return cls(**data)
 
 
+# Upper bounds on every size of a GPTConfig, and on the parameter count they multiply to. A
+# config is often data from a file (a checkpoint, a transformers directory); without bounds a
+# config.json with n_layer=10**9 would allocate until the machine kills the process, before the
+# weights were ever looked at. Each bound is far above GPT-2's largest size (gpt2-xl: 48 layers,
+# 25 heads, width 1600, context 1024, vocabulary 50257, 1.56B parameters).
+SIZE_LIMITS: dict[str, int] = {
+    "n_layer": 1024,
+    "n_head": 1024,
+    "n_embd": 65536,
+    "block_size": 1 << 20,
+    "vocab_size": 1 << 22,
+    "padded_vocab_size": 1 << 22,
+    "parameters": 20_000_000_000,  # 80 GB of fp32 weights, 13x gpt2-xl
+}
+
+
 @dataclass(frozen=True)
 class GPTConfig(ConfigSerialisation):
-    """Shape of a GPT-2 model.
+    """Shape of a GPT-2 model. Every size, and the parameter count, is bounded by SIZE_LIMITS.
 
     Attributes:
         block_size: maximum context length (number of learned position embeddings).
@@ -68,10 +84,15 @@ class GPTConfig(ConfigSerialisation):
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "padded_vocab_size"):
             value = getattr(self, name)
+            if value is None and name == "padded_vocab_size":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            if value > SIZE_LIMITS[name]:
+                raise ValueError(f"GPTConfig.{name} = {value} exceeds the limit of "
+                                 f"{SIZE_LIMITS[name]} (SIZE_LIMITS[{name!r}])")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
@@ -81,10 +102,32 @@ class GPTConfig(ConfigSerialisation):
                 f"GPTConfig.padded_vocab_size ({self.padded_vocab_size}) must be >= "
                 f"vocab_size ({self.vocab_size})"
             )
-        if not 0.0 <= self.dropout < 1.0:
+        if self.num_parameters > SIZE_LIMITS["parameters"]:
+            raise ValueError(
+                f"GPTConfig describes {self.num_parameters} parameters, over the limit of "
+                f"{SIZE_LIMITS['parameters']} (SIZE_LIMITS['parameters'])"
+            )
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"GPTConfig.bias must be true or false, got {self.bias!r}")
         if self.attention not in ("sdpa", "math"):
             raise ValueError(f"GPTConfig.attention must be 'sdpa' or 'math', got {self.attention!r}")
+        if (not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool)
+                or not 0.0 < self.layer_norm_eps < 1.0):
+            raise ValueError(f"GPTConfig.layer_norm_eps must be in (0, 1), got {self.layer_norm_eps!r}")
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the model this config builds (the tied LM head counted once),
+        computed without building it. model.gpt.GPT.num_parameters counts the built model;
+        a test keeps the two equal."""
+        C = self.n_embd
+        biases = 11 * C if self.bias else 0  # c_attn 3C, c_proj C, c_fc 4C, c_proj C, ln 2C
+        gains = 2 * C  # ln_1, ln_2
+        per_layer = 12 * C * C + gains + biases  # c_attn 3C^2, c_proj C^2, c_fc and c_proj 4C^2
+        ln_f = 2 * C if self.bias else C
+        return (self.embedding_rows + self.block_size) * C + self.n_layer * per_layer + ln_f
 
     @property
     def embedding_rows(self) -> int:

@@ -21,10 +21,14 @@ from safetensors.torch import save_file
 
 from model.checkpoint import (
     CheckpointError,
+    check_weights_header,
+    expected_shapes,
     load_model,
     load_state_into,
     load_weights,
     model_state_dict,
+    read_json_file,
+    read_safetensors_header,
     write_checkpoint,
 )
 from model.config import GPTConfig
@@ -94,49 +98,85 @@ def export_hf(model: GPT, out_dir: str | os.PathLike) -> Path:
 
 
 def config_from_hf(hf: dict, source: Path) -> GPTConfig:
+    """Our GPTConfig for a transformers GPT2Config's fields; CheckpointError naming `source`
+    for a field that is missing, of the wrong type, or over SIZE_LIMITS."""
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{source}: not a JSON object")
     if hf.get("model_type", "gpt2") != "gpt2":
         raise CheckpointError(f"{source}: model_type {hf.get('model_type')!r} is not gpt2")
     if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise CheckpointError(
             f"{source}: activation {hf['activation_function']!r} is not GPT-2's tanh GELU"
         )
-    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
-        raise CheckpointError(f"{source}: n_inner {hf['n_inner']} is not 4 * n_embd")
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
         raise CheckpointError(f"{source}: attention variants other than GPT-2's are not supported")
-    return GPTConfig(
-        block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
-        vocab_size=hf["vocab_size"],
-        n_layer=hf["n_layer"],
-        n_head=hf["n_head"],
-        n_embd=hf["n_embd"],
-        layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-    )
+    missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k not in hf]
+    if missing:
+        raise CheckpointError(f"{source}: missing field(s) {', '.join(missing)}")
+    try:
+        config = GPTConfig(
+            block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
+            vocab_size=hf["vocab_size"],
+            n_layer=hf["n_layer"],
+            n_head=hf["n_head"],
+            n_embd=hf["n_embd"],
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid GPT-2 config ({exc})") from None
+    if hf.get("n_inner") not in (None, 4 * config.n_embd):
+        raise CheckpointError(f"{source}: n_inner {hf['n_inner']} is not 4 * n_embd")
+    return config
+
+
+def _our_key(hf_key: str) -> str | None:
+    """Our name for a tensor of a transformers GPT-2 file, or None for those we do not load."""
+    if hf_key.endswith(_HF_BUFFER_SUFFIXES) or hf_key == "lm_head.weight":
+        return None  # causal-mask buffers; the head is tied to wte
+    if not hf_key.startswith("transformer."):
+        return "transformer." + hf_key  # checkpoints saved from GPT2Model (e.g. OpenAI's)
+    return hf_key
 
 
 def from_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers' keys (with or without the `transformer.` prefix) -> ours."""
     out = {}
-    for key, tensor in state.items():
-        if key.endswith(_HF_BUFFER_SUFFIXES) or key == "lm_head.weight":
-            continue  # causal-mask buffers; the head is tied to wte
-        if not key.startswith("transformer."):
-            key = "transformer." + key  # checkpoints saved from GPT2Model (e.g. OpenAI's)
+    for hf_key, tensor in state.items():
+        key = _our_key(hf_key)
+        if key is None:
+            continue
         if key.endswith(_CONV1D_SUFFIXES):
             tensor = tensor.t()
         out[key] = tensor.float().contiguous()
     return out
 
 
+def check_hf_weights(config: GPTConfig, weights: Path, config_path: Path) -> None:
+    """The weights file's header against the shapes `config` needs, in the file's own terms
+    (Conv1D weights transposed), before anything is read or built."""
+    found = {}
+    for hf_key, entry in read_safetensors_header(weights).items():
+        key = _our_key(hf_key)
+        if key is None:
+            continue
+        if key in found:  # both "h.0..." and "transformer.h.0..."
+            raise CheckpointError(f"{weights}: tensor {key} is stored twice")
+        found[key] = entry
+    expected = {
+        key: shape[::-1] if key.endswith(_CONV1D_SUFFIXES) else shape
+        for key, shape in expected_shapes(config).items()
+    }
+    check_weights_header(weights, found, expected, config_path)
+
+
 def import_hf(hf_dir: str | os.PathLike) -> GPT:
+    """Our GPT from a transformers GPT-2 directory. Its config is held to SIZE_LIMITS and
+    checked against the weights file's header before any weight is read or the model built."""
     hf_dir = Path(hf_dir)
     config_path = hf_dir / "config.json"
-    try:
-        hf = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{config_path}: missing; not a transformers model directory") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path}: invalid JSON ({exc})") from None
+    if not config_path.exists():
+        raise CheckpointError(f"{config_path}: missing; not a transformers model directory")
+    hf = read_json_file(config_path)
     weights = hf_dir / "model.safetensors"
     if not weights.exists():
         hint = " (pytorch_model.bin is a pickle and is never loaded)" if (
@@ -144,8 +184,9 @@ def import_hf(hf_dir: str | os.PathLike) -> GPT:
         ).exists() else ""
         raise CheckpointError(f"{weights}: missing{hint}")
     config = config_from_hf(hf, config_path)
-    model = GPT(config)
+    check_hf_weights(config, weights, config_path)
     state = from_hf_state_dict(load_weights(weights))
+    model = GPT(config)
     # A weights file written by transformers may also hold an untied lm_head; we require tying.
     load_state_into(model, state, weights)
     return model
