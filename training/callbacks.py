@@ -80,11 +80,15 @@ class CallbackList(BaseCallback):
 class JsonlLogger(BaseCallback):
     """Appends one JSON object per event to RUN_DIR/metrics.jsonl and prints a short line every
     `print_every` steps. Each record has "event" (start/step/eval/checkpoint/end) and "step".
-    A resumed run appends to the same file; readers keep the last record of a step."""
+
+    The file describes the run as it now stands: when a run starts at step S (a resume, or a
+    fresh run over an old directory at S = 0), records of later steps, written by a run that was
+    killed after its last checkpoint, are dropped first (the file is rewritten atomically), so
+    each step appears once. Nothing touches the file before the run holds its directory's lock
+    (the first event), so a refused second run leaves it as it was."""
 
     def __init__(self, run_dir: str | os.PathLike, print_every: int = 1, stream=None):
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.print_every = print_every
         self.stream = stream or sys.stdout
 
@@ -92,10 +96,29 @@ class JsonlLogger(BaseCallback):
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _keep_until(self, step: int) -> None:
+        """Drop the records of steps after `step`, and a last line cut short by a kill."""
+        try:
+            lines = self.path.read_text().splitlines(keepends=True)
+        except FileNotFoundError:
+            return
+        kept = [line for line in lines if (s := _record_step(line)) is not None and s <= step]
+        if kept == lines:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
     def on_train_start(self, cfg, info):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._keep_until(info.get("start_step", 0))
         self._write({"event": "start", "step": info.get("start_step", 0), **info})
         self._print(f"train: {json.dumps(info)}")
 
@@ -119,6 +142,17 @@ class JsonlLogger(BaseCallback):
     def on_train_end(self, result):
         self._write({"event": "end", "step": result.step, **result.to_dict()})
         self._print(f"done: {json.dumps(result.to_dict())}")
+
+
+def _record_step(line: str) -> int | None:
+    """The step of one metrics.jsonl line, or None for a line that is not a whole record."""
+    if not line.endswith("\n"):
+        return None  # the last line of a killed run, cut short
+    try:
+        step = json.loads(line).get("step")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 def read_metrics(run_dir: str | os.PathLike, event: str = "step") -> dict[int, dict]:

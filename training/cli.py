@@ -5,8 +5,22 @@
     torchrun --nproc-per-node 2 -m training --preset tiny --data data/shards --out runs/ddp
 
 Flags override the preset's values; --set KEY=VALUE sets any other TrainConfig field (the value
-is parsed as JSON when it parses, e.g. --set model_overrides='{"n_layer": 2}'). Exit codes: 0 done,
-2 bad input or a non-finite loss, 128 + signal number when cancelled (SIGTERM 143, SIGINT 130).
+is parsed as JSON when it parses, e.g. --set model_overrides='{"n_layer": 2}').
+
+One run at a time per RUN_DIR: a second one stops at once, naming the holder of RUN_DIR/.lock.
+
+Exit codes:
+  0         done (also when --resume finds the run already at --max-steps)
+  1         an internal error (a bug): Python's traceback. torchrun itself exits 1 when any
+            rank fails, whatever the rank's own code; each rank's line says why.
+  2         a user error, in one line "error: ...": bad flags or config; missing, malformed or
+            out-of-vocabulary shards, or shards changed since the checkpoint a --resume
+            continues from; a corrupted checkpoint; RUN_DIR in use by another run; a full disk
+            (or another write error) while writing a checkpoint, which leaves the previous
+            checkpoint intact and nothing half written, so --resume continues once there is
+            room; a non-finite loss or gradient norm; out of memory
+  128+N     cancelled by signal N (SIGTERM 143, SIGINT 130); the last complete checkpoint is
+            intact
 """
 
 from __future__ import annotations

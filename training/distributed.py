@@ -61,9 +61,16 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
+def agree_on_error(error: str | None, info: DistInfo) -> str | None:
+    """Rank 0's error message (or None) on every rank. Where only rank 0 does something that
+    may fail (take the run's lock, write a checkpoint), the other ranks would otherwise wait
+    for it in their next collective until the timeout; with this they stop at once, with the
+    same message. The other ranks wait here until rank 0 is done. A no-op for one process."""
+    if not info.enabled:
+        return error
+    box = [error if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def teardown() -> None:

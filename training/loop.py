@@ -9,6 +9,10 @@ on the last micro-step only), clipped to a global norm, then one AdamW update at
 learning rate. Every `eval_every` steps the held-out loss is measured; every `checkpoint_every`
 steps (and at the end) rank 0 writes a checkpoint that `resume=True` continues from, bit for
 bit. A non-finite loss stops the run before it touches the weights.
+
+One run at a time per run directory: rank 0 holds RUN_DIR/.lock (pipelines.locking) from before
+anything is written there until the end; a second run on it stops at once (LockHeld, naming the
+holder), on every rank. A lock left by a killed run is taken over.
 """
 
 from __future__ import annotations
@@ -27,12 +31,16 @@ import torch
 
 from evaluation.heldout import evaluate_loss
 from model.gpt import GPT
+from pipelines.locking import exclusive_lock
 from training import distributed
 from training.callbacks import Callback, CallbackList
 from training.checkpointing import (
+    check_shard_fingerprint,
     latest_checkpoint,
     load_training_checkpoint,
+    remove_partial_checkpoints,
     save_training_checkpoint,
+    shard_fingerprint,
 )
 from training.config import TrainConfig
 from training.data import ShardLoader, find_shards
@@ -43,6 +51,10 @@ from training.precision import resolve_precision
 from training.schedule import get_lr
 
 RESULT_FILE = "result.json"
+LOCK_FILE = ".lock"
+# What rank 0 may raise where the other ranks would wait for it (the lock, a checkpoint write):
+# the user errors the CLI reports in one line.
+_USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -78,16 +90,40 @@ def train(cfg: TrainConfig, callbacks: list[Callback] | tuple = ()) -> TrainResu
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = distributed.setup(cfg.device)
     try:
-        with _signals_raise_interrupt() as guard:
+        with contextlib.ExitStack() as held:
+            run_dir = Path(cfg.out)
+            _on_main_for_all(info, lambda: held.enter_context(
+                exclusive_lock(run_dir / LOCK_FILE, what=f"training run {run_dir}")))
+            guard = held.enter_context(_signals_raise_interrupt())
             return _train(cfg, CallbackList(callbacks), info, guard)
     finally:
         if owns_group:
             distributed.teardown()
 
 
+def _on_main_for_all(dist: distributed.DistInfo, fn):
+    """fn() on rank 0 only (its result there, None elsewhere). If it fails with a user error,
+    every rank raises at once (rank 0 the error, the others a RuntimeError with its message)
+    rather than the others waiting for rank 0 in their next collective until the timeout."""
+    result, error = None, None
+    if dist.is_main:
+        try:
+            result = fn()
+        except _USER_ERRORS as exc:
+            error = exc
+    message = distributed.agree_on_error(None if error is None else str(error), dist)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(message)
+    return result
+
+
 def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo,
            guard: "_SignalGuard") -> TrainResult:
     run_dir, device = Path(cfg.out), dist.device
+    if dist.is_main:  # under the run's lock no other writer exists: their leftovers are stale
+        remove_partial_checkpoints(run_dir)
     torch.manual_seed(cfg.seed + dist.rank)  # dropout differs per rank; init has its own seed
     precision = resolve_precision(cfg.precision, device)
     shards = find_shards(cfg.data)
@@ -105,11 +141,14 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
     loader = ShardLoader(shards.train, cfg.micro_batch, seq_len, cfg.seed, dist.rank,
                          dist.world_size, order=cfg.data_order,
                          vocab_size=model.config.vocab_size)
+    # After the loader, which refuses what is not a regular file (a FIFO would block a read).
+    fingerprint = shard_fingerprint(shards.train)  # ~1 MiB read per shard
     scaler = precision.grad_scaler()
 
     start_step, tokens_seen, last_checkpoint = 0, 0, None
     if cfg.resume and (found := latest_checkpoint(run_dir)) is not None:
         state = load_training_checkpoint(found, model, optimizer)  # weights, moments, RNG
+        check_shard_fingerprint(state.get("data_fingerprint"), fingerprint, shards.train, found)
         loader.load_state_dict(state["data"])
         start_step, tokens_seen = state["step"], state["tokens_seen"]
         if scaler is not None and state.get("grad_scaler"):
@@ -131,7 +170,7 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
         if dist.is_main else 0.0
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(cfg.to_json())
+        _write_text_atomic(run_dir / "train_config.json", cfg.to_json())
         callbacks.on_train_start(cfg, {
             "world_size": dist.world_size, "grad_accum": grad_accum, "device": str(device),
             "precision": precision.name, "seq_len": seq_len, "tokens_per_step": cfg.batch_tokens,
@@ -200,16 +239,19 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
                     min(val_loss, 700)), "val_tokens": cfg.eval_tokens})
         if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or final:
             with guard.deferred():  # a signal now waits until the checkpoint is complete
-                if dist.is_main:
+                def save():
                     path = save_training_checkpoint(
                         run_dir, done, model, optimizer, cfg,
                         {"tokens_seen": tokens_seen, "data": loader.state_dict(),
+                         "data_fingerprint": fingerprint,
                          "grad_scaler": scaler.state_dict() if scaler else None,
                          "train_loss": loss_value},
-                        cfg.keep_last)
-                    last_checkpoint = str(path)
+                        cfg.keep_last, previous=last_checkpoint)
                     callbacks.on_checkpoint(done, path)
-                distributed.barrier(dist)
+                    return str(path)
+
+                # A failed write (a full disk) stops every rank with rank 0's message.
+                last_checkpoint = _on_main_for_all(dist, save) or last_checkpoint
         guard.check()
 
     if val_loss is None and shards.val and start_step >= cfg.max_steps:
@@ -234,9 +276,17 @@ def _evaluate(model, val_shards, cfg, seq_len, device, precision) -> float:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
+    _write_text_atomic(path, json.dumps(data, indent=2))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep half a file
+        raise
 
 
 class _SignalGuard:

@@ -73,6 +73,8 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run_bit_for_bit(shard_dir,
     resumed_from = latest_checkpoint(run)
     k = int(resumed_from.name.split("_")[1])
     assert 3 <= k < 30
+    # the killed run's lock names it; a dead holder's lock is taken over, not waited on
+    assert json.loads((run / ".lock").read_text())["pid"] == proc.pid
     subprocess.run(_python_m_training(*_args(shard_dir, run, *common, "--resume")), env=_env(),
                    check=True, capture_output=True, cwd=REPO)
     starts = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()
@@ -80,6 +82,10 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run_bit_for_bit(shard_dir,
     assert starts[-1]["start_step"] == k and starts[-1]["resumed_from"] == str(resumed_from)
     want, got = _losses(full), _losses(run)
     assert sorted(got) == list(range(1, 31))
+    # the steps the killed run did after checkpoint k were dropped: each step is logged once
+    logged = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if r["event"] == "step"]
+    assert logged == list(range(1, 31))
     for step in range(k + 1, 31):
         assert got[step] == want[step], f"step {step}: {got[step]!r} != {want[step]!r}"
     assert json.loads((run / "result.json").read_text())["train_loss"] == want[30]
