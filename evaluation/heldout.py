@@ -12,6 +12,10 @@ DDP: when torch.distributed is initialised, rank r evaluates the global batches 
 window, and an all-reduce of that per-window vector (each entry is non-zero on exactly one rank,
 so the sum is exact) hands every rank all the window sums, which are then added in window order.
 The result is bit-for-bit the single-process one, on every rank.
+
+Token ids are range-checked as they are read (the model's `vocab_size`): an id the model has no
+row for stops the evaluation naming the shard and the token offset, instead of an IndexError from
+inside the embedding or a loss quietly computed on a padding row.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from model.checkpoint import unwrap_model
-from pipelines.shard_format import open_tokens
+from pipelines.shard_format import check_token_ids, open_tokens
 
 LLMC_VAL_TOKENS = 10_485_760
 
@@ -41,15 +45,19 @@ class HeldoutResult:
         return asdict(self)
 
 
-def validation_windows(shards: Iterable[Path], max_tokens: int, seq_len: int) -> np.ndarray:
+def validation_windows(shards: Iterable[Path], max_tokens: int, seq_len: int,
+                       vocab_size: int | None = None) -> np.ndarray:
     """(N, seq_len + 1) int64 windows covering the first tokens of the shards, no overlap but
-    the one-token shift between inputs and targets."""
+    the one-token shift between inputs and targets. With `vocab_size`, every token read is
+    checked to be below it (ShardError naming shard and offset)."""
     need = max_tokens + 1
     parts, have = [], 0
     for path in sorted(Path(p) for p in shards):
         tokens = open_tokens(path)
         take = min(len(tokens), need - have)
         parts.append(np.asarray(tokens[:take], dtype=np.int64))
+        if vocab_size is not None:  # a max over tokens just copied into memory
+            check_token_ids(parts[-1], vocab_size, path)
         have += take
         if have >= need:
             break
@@ -94,15 +102,20 @@ def evaluate_loss(
     seq_len: int | None = None,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    vocab_size: int | None = None,
 ) -> HeldoutResult:
     """Mean next-token cross-entropy over the first `max_tokens` validation tokens.
 
+    Ids are checked against `vocab_size`, by default the model's own (`config.vocab_size`; a
+    model without our config, such as a wrapped transformers one, is checked only if given one).
     Under torch.distributed every rank must call this with the same arguments; all get the same
     result. `model` may be wrapped in DDP (its inner module is used: no gradient sync needed)."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module  # no DDP forward hooks: evaluation never syncs gradients
-    seq_len = seq_len or unwrap_model(model).config.block_size
-    windows = torch.from_numpy(validation_windows(shards, max_tokens, seq_len))
+    config = getattr(unwrap_model(model), "config", None)
+    seq_len = seq_len or config.block_size
+    vocab_size = vocab_size or getattr(config, "vocab_size", None)
+    windows = torch.from_numpy(validation_windows(shards, max_tokens, seq_len, vocab_size))
     rank, world = _dist_rank_world()
     n_windows = len(windows)
     # float64 sums per window: the final total is then independent of how windows were batched

@@ -105,40 +105,40 @@ def read_header(path: str | os.PathLike) -> int:
         return _read_header(path, f)
 
 
-# Tokens per step of the range check: 32 MiB of uint16, so the check's memory stays bounded
+# Tokens per step of a whole-shard range check: 32 MiB of uint16, so its memory stays bounded
 # whatever the shard's size (the memmap's pages are the page cache's, not the process's).
 RANGE_CHECK_TOKENS = 1 << 24
 
 
 def check_token_ids(tokens: np.ndarray, vocab_size: int, path: str | os.PathLike,
-                    chunk: int = RANGE_CHECK_TOKENS) -> None:
-    """Raise ShardError naming `path` and the token offset of the first id >= `vocab_size`.
+                    offset: int = 0, chunk: int = RANGE_CHECK_TOKENS) -> None:
+    """Raise ShardError naming `path` and the token offset of the first id >= `vocab_size`;
+    `tokens` is the shard's run starting at token `offset` (a batch just read, or all of it).
 
     A model's embedding has `vocab_size` real rows (plus, in padded models, rows no tokenizer
     emits): an id past them either fails deep inside torch, naming nothing, or trains silently
-    on a padding row. One vectorised max per chunk costs a read of the shard, no copy."""
+    on a padding row. The readers call this on each batch as they read it, where a max over
+    tokens already in memory costs nothing; a whole-shard check (a read of every token) is for
+    tools that want one, not for the start of every run."""
     for start in range(0, len(tokens), chunk):
-        part = tokens[start : start + chunk]
-        if int(part.max()) >= vocab_size:
+        part = np.asarray(tokens[start : start + chunk])
+        if part.size and int(part.max()) >= vocab_size:
             at = int(np.argmax(part >= vocab_size))
             raise ShardError(
-                f"{path}: token id {int(part[at])} at token offset {start + at} is outside the "
-                f"model's vocabulary of {vocab_size} ids; the shard was not written for this model "
-                f"or is corrupt"
+                f"{path}: token id {int(part[at])} at token offset {offset + start + at} is "
+                f"outside the model's vocabulary of {vocab_size} ids; the shard was not written "
+                f"for this model or is corrupt"
             )
 
 
-def open_tokens(path: str | os.PathLike, vocab_size: int | None = None) -> np.memmap:
-    """Memory-map a shard's tokens (uint16, read-only) after validating its header; with
-    `vocab_size`, also check every id is below it (`check_token_ids`)."""
+def open_tokens(path: str | os.PathLike) -> np.memmap:
+    """Memory-map a shard's tokens (uint16, read-only) after validating its header. Ids are not
+    range-checked here: the reader checks each batch it takes (`check_token_ids`)."""
     path = Path(path)
     with _open_regular(path) as f:
         n_tokens = _read_header(path, f)
         # mapped from the descriptor already checked, not reopened by name
-        tokens = np.memmap(f, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n_tokens,))
-    if vocab_size is not None:
-        check_token_ids(tokens, vocab_size, path)
-    return tokens
+        return np.memmap(f, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n_tokens,))
 
 
 class ShardWriter:

@@ -29,8 +29,11 @@ position is the same on every rank, so rank 0's checkpoint resumes all of them. 
 with gradient accumulation A and N processes with accumulation A / N therefore see the same
 global batches.
 
-With `vocab_size`, every shard is range-checked when opened (`check_token_ids`): an id the model
-has no row for stops the run at once, naming the shard and the token offset.
+With `vocab_size`, each micro-batch is range-checked as it is read (`check_token_ids`, a max over
+the batch's tokens, already in memory): an id the model has no row for stops the run before the
+forward pass, naming the shard and the token offset. Opening a shard reads only its header, so
+a run does not read the whole corpus before its first step; a bad id in a part of the corpus
+no batch reaches never matters.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from pipelines.shard_format import ShardError, file_kind, open_tokens
+from pipelines.shard_format import ShardError, check_token_ids, file_kind, open_tokens
 from training.config import DATA_ORDERS
 
 
@@ -85,12 +88,6 @@ def find_shards(sources: Iterable[str | os.PathLike]) -> Shards:
 ORDERS = DATA_ORDERS
 
 
-def check_shards(files: Iterable[str | os.PathLike], vocab_size: int) -> None:
-    """Validate each shard's header and range-check its ids (ShardError names file and offset)."""
-    for f in files:
-        open_tokens(f, vocab_size=vocab_size)
-
-
 class ShardLoader:
     """Batches of (inputs, targets) from token shards; see the module docstring for the orders."""
 
@@ -107,7 +104,8 @@ class ShardLoader:
         self.batch, self.seq_len, self.seed = batch, seq_len, seed
         self.rank, self.world_size, self.order = rank, world_size, order
         self.chunk = batch * seq_len + 1
-        self._tokens = [open_tokens(f, vocab_size) for f in self.files]  # validates each header
+        self.vocab_size = vocab_size
+        self._tokens = [open_tokens(f) for f in self.files]  # validates each header
         self.epoch = 0
         if order == "llmc":
             usable = [i for i in range(len(self.files)) if len(self._tokens[i]) >= self.chunk]
@@ -175,11 +173,13 @@ class ShardLoader:
 
     def _read_windows(self, windows: np.ndarray) -> torch.Tensor:
         shard = np.searchsorted(self._window_end, windows, side="right")
-        first = self._window_start[shard]
+        starts = (windows - self._window_start[shard]) * self.seq_len
         buf = np.empty((len(windows), self.seq_len + 1), np.int64)
-        for row, (s, k) in enumerate(zip(shard.tolist(), (windows - first).tolist())):
-            start = k * self.seq_len
+        for row, (s, start) in enumerate(zip(shard.tolist(), starts.tolist())):
             buf[row] = self._tokens[s][start : start + self.seq_len + 1]
+        if self.vocab_size is not None and int(buf.max()) >= self.vocab_size:
+            for row, (s, start) in enumerate(zip(shard.tolist(), starts.tolist())):
+                check_token_ids(buf[row], self.vocab_size, self.files[s], offset=start)
         return torch.from_numpy(buf)
 
     # ---- both -------------------------------------------------------------------------------
@@ -200,8 +200,10 @@ class ShardLoader:
             if r == self.rank:
                 mine = (shard, start)
         shard, start = mine
-        buf = torch.from_numpy(np.asarray(self._tokens[shard][start:start + self.chunk],
-                                          dtype=np.int64))
+        span = self._tokens[shard][start:start + self.chunk]
+        if self.vocab_size is not None:
+            check_token_ids(span, self.vocab_size, self.files[shard], offset=start)
+        buf = torch.from_numpy(np.asarray(span, dtype=np.int64))
         x = buf[:-1].view(self.batch, self.seq_len)
         y = buf[1:].view(self.batch, self.seq_len)
         return x, y

@@ -1,9 +1,16 @@
+"""ShardLoader: both orders deterministic, resumable, DDP-sliced; the shuffled order serves every
+window once per epoch from memory-mapped shards; ids range-checked per batch."""
+
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
 
 from pipelines.shard_format import ShardError, write_shard
 from training.data import ShardLoader, find_shards
+
+ORDERS = ("shuffled", "llmc")
 
 
 def _shards(tmp_path, sizes):
@@ -59,11 +66,14 @@ def test_batches_are_contiguous_shifted_and_deterministic(tmp_path):
     assert len(orders) > 1  # the seed and the epoch change the shard order
 
 
-def test_ranks_read_disjoint_slices_that_together_are_the_single_process_stream(tmp_path):
+@pytest.mark.parametrize("order", ORDERS)
+def test_ranks_read_disjoint_slices_that_together_are_the_single_process_stream(tmp_path, order):
+    """N ranks with accumulation A / N see the global batches one process with A sees."""
     d = _shards(tmp_path, [700, 900])
     files = sorted(d.glob("train_*"))
-    single = ShardLoader(files, batch=2, seq_len=8, seed=1)
-    ranks = [ShardLoader(files, batch=2, seq_len=8, seed=1, rank=r, world_size=3) for r in range(3)]
+    single = ShardLoader(files, batch=2, seq_len=8, seed=1, order=order)
+    ranks = [ShardLoader(files, batch=2, seq_len=8, seed=1, rank=r, world_size=3, order=order)
+             for r in range(3)]
     for _ in range(40):
         got = [loader.next_batch()[0] for loader in ranks]
         want = [single.next_batch()[0] for _ in range(3)]
@@ -72,16 +82,105 @@ def test_ranks_read_disjoint_slices_that_together_are_the_single_process_stream(
     assert ranks[0].state_dict() == ranks[2].state_dict() == single.state_dict()
 
 
-def test_state_dict_resumes_the_exact_stream(tmp_path):
+@pytest.mark.parametrize("order", ORDERS)
+def test_state_dict_resumes_the_exact_stream(tmp_path, order):
     d = _shards(tmp_path, [500, 300, 400])
     files = sorted(d.glob("train_*"))
-    a = ShardLoader(files, batch=2, seq_len=8, seed=3)
+    a = ShardLoader(files, batch=2, seq_len=8, seed=3, order=order)
     for _ in range(57):
         a.next_batch()
-    b = ShardLoader(files, batch=2, seq_len=8, seed=3)
+    b = ShardLoader(files, batch=2, seq_len=8, seed=3, order=order)
     b.load_state_dict(a.state_dict())
-    for _ in range(100):
-        assert torch.equal(a.next_batch()[0], b.next_batch()[0])
-    c = ShardLoader(files, batch=4, seq_len=8, seed=3)
+    for _ in range(100):  # across epoch boundaries
+        (xa, ya), (xb, yb) = a.next_batch(), b.next_batch()
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert a.epoch >= 1 and a.state_dict() == b.state_dict()
+    c = ShardLoader(files, batch=4, seq_len=8, seed=3, order=order)
     with pytest.raises(ValueError, match="chunks of 17 tokens"):
         c.load_state_dict(a.state_dict())
+    other = ShardLoader(files, batch=2, seq_len=8, seed=3, order=[o for o in ORDERS if o != order][0])
+    with pytest.raises(ValueError, match=f"saved in the '{order}' data order"):
+        other.load_state_dict(a.state_dict())
+
+
+def _window_starts(x: torch.Tensor) -> list[tuple[int, int]]:
+    """(shard, token offset) of each sequence, from the tokens `_shards` writes."""
+    return [(int(v) // 1000, int(v) % 1000) for v in x[:, 0]]
+
+
+def test_shuffled_serves_every_window_exactly_once_per_epoch(tmp_path):
+    sizes, seq = [500, 300, 401], 8
+    files = sorted(_shards(tmp_path, sizes).glob("train_*"))
+    windows = sorted((i, k * seq) for i, n in enumerate(sizes) for k in range((n - 1) // seq))
+    loader = ShardLoader(files, batch=4, seq_len=seq, seed=7)  # 149 windows: batches straddle epochs
+    assert loader.n_windows == len(windows) == 149
+    stream = []
+    for _ in range(len(windows)):  # 4 epochs' worth of windows
+        x, y = loader.next_batch()
+        assert x.shape == (4, seq) and torch.equal(x[:, 1:], y[:, :-1])
+        assert torch.all(y[:, -1] == x[:, -1] + 1)  # targets run on in the same shard
+        stream += _window_starts(x)
+    epochs = [stream[e * len(windows) : (e + 1) * len(windows)] for e in range(4)]
+    for epoch in epochs:
+        assert sorted(epoch) == windows  # each window once, none skipped
+    assert len({tuple(e) for e in epochs}) == 4  # a new permutation every epoch
+    assert loader.epoch == 4 and loader.position == 0
+    # one micro-batch mixes the corpus: its sequences are not one contiguous span
+    assert len({s for s, _ in stream[:40]}) == len(sizes)
+
+
+def test_shuffled_order_is_a_function_of_seed_and_epoch(tmp_path):
+    files = sorted(_shards(tmp_path, [500, 300, 400]).glob("train_*"))
+    a, b = (ShardLoader(files, batch=3, seq_len=8, seed=11) for _ in range(2))
+    for _ in range(120):
+        assert torch.equal(a.next_batch()[0], b.next_batch()[0])
+    assert np.array_equal(a._epoch_windows(2), b._epoch_windows(2))
+    c = ShardLoader(files, batch=3, seq_len=8, seed=12)
+    assert not np.array_equal(a._epoch_windows(0), c._epoch_windows(0))
+    torch.manual_seed(0), np.random.seed(0)  # no global RNG is consulted
+    d = ShardLoader(files, batch=3, seq_len=8, seed=11)
+    torch.manual_seed(1), np.random.seed(1)
+    assert torch.equal(d.next_batch()[0], ShardLoader(files, batch=3, seq_len=8, seed=11).next_batch()[0])
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_shards_stay_memory_mapped_and_the_corpus_is_never_copied(tmp_path, order):
+    d = tmp_path / "big"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):  # 2 x 1M tokens = 4 MB of corpus
+        write_shard(d / f"train_{i:06d}.bin", rng.integers(0, 50257, 1 << 20, dtype=np.uint16))
+    files = sorted(d.glob("train_*"))
+    tracemalloc.start()
+    try:
+        loader = ShardLoader(files, batch=8, seq_len=64, seed=0, order=order, vocab_size=50257)
+        for _ in range(50):
+            loader.next_batch()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert all(isinstance(t, np.memmap) for t in loader._tokens)
+    # the permutation (4 bytes per window: 128 KiB here) and a few batches, not the 4 MB corpus
+    assert peak < 600_000, peak
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("bad", [60000, 50300])  # 50300: a padding row of a 50304-row embedding
+def test_a_bad_id_stops_at_the_batch_that_reads_it_naming_shard_and_offset(tmp_path, order, bad):
+    d = tmp_path / "s"
+    d.mkdir()
+    write_shard(d / "train_000000.bin", np.arange(400) % 50257)
+    tokens = np.arange(600) % 50257
+    tokens[437] = bad
+    write_shard(d / "train_000001.bin", tokens)
+    files = sorted(d.glob("train_*"))
+    # opening reads headers only: no scan of the corpus before the first step
+    loader = ShardLoader(files, batch=2, seq_len=8, seed=0, order=order, vocab_size=50257)
+    with pytest.raises(ShardError) as err:
+        for _ in range(200):  # more than an epoch: the batch holding offset 437 comes
+            loader.next_batch()
+    msg = str(err.value)
+    assert "train_000001.bin" in msg and f"token id {bad} at token offset 437" in msg, msg
+    clean = ShardLoader(files, batch=2, seq_len=8, seed=0, order=order)  # no vocab_size: no check
+    for _ in range(200):
+        clean.next_batch()
