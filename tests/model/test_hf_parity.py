@@ -1,6 +1,12 @@
 """Our GPT-2 against transformers' GPT2LMHeadModel with the same weights, both directions.
 
-Tolerances (fp32): logits 1e-5 max abs, loss 1e-6 abs, greedy tokens identical.
+Tolerances (fp32): logits 1e-5 max abs, greedy tokens identical. The loss is about 10.8 here,
+where one fp32 ulp is 2**-20 = 9.5e-7: ours within 2 ulps of the exact (fp64) cross-entropy of
+our own logits, and within 4 ulps of transformers' loss. Each side sums 50,257 exponentials in
+fp32, in an order the CPU's kernels choose (AVX2 and AVX512 machines differ). On an AVX512 CPU,
+torch's fp32 cross-entropy was measured 1.2 ulps from exact on our logits and 1.5 on
+transformers' (which are within 3e-7 of ours), so a 1-ulp bound between the two sides holds only
+on some machines.
 """
 
 import pytest
@@ -11,6 +17,7 @@ transformers = pytest.importorskip("transformers")
 from model import GPT, GPTConfig
 from model.hf_interop import export_hf, import_hf
 
+LOSS_ULP = 2.0**-20  # fp32 spacing of numbers in [8, 16)
 CONFIG = GPTConfig(block_size=128, vocab_size=50257, n_layer=3, n_head=4, n_embd=64)
 SEQ_LENS = (1, 7, 64, 127)  # +1 token for the loss check stays within block_size
 
@@ -41,9 +48,13 @@ def _assert_same_outputs(ours: GPT, hf) -> None:
             # transformers shifts labels by one internally: give it T+1 tokens and us the
             # same T (input, next-token) pairs.
             seq = torch.cat([idx, targets[:, :1]], dim=1)
-            _, loss = ours(seq[:, :-1], seq[:, 1:])
+            seq_logits, loss = ours(seq[:, :-1], seq[:, 1:])
+            exact = torch.nn.functional.cross_entropy(
+                seq_logits.double().reshape(-1, seq_logits.size(-1)), seq[:, 1:].reshape(-1))
+            assert 8 <= loss.item() < 16  # the range LOSS_ULP is the spacing of
+            assert abs(loss.item() - exact.item()) <= 2 * LOSS_ULP, f"T={T}"
             hf_loss = hf(seq, labels=seq).loss
-            assert abs(loss.item() - hf_loss.item()) <= 1e-6, f"T={T}"
+            assert abs(loss.item() - hf_loss.item()) <= 4 * LOSS_ULP, f"T={T}"
         prompt = torch.randint(0, CONFIG.vocab_size, (1, 8), generator=gen)
         ours_tokens = _greedy(lambda i: ours(i)[0], prompt, 20)
         hf_tokens = _greedy(lambda i: hf(i).logits, prompt, 20)
