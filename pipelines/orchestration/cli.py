@@ -3,11 +3,16 @@
     hgpt run [--source default|local|hub] [--input DIR] [--preset tiny|gpt2] [--max-steps N]
     hgpt ui [--port 3000]            # Dagster UI over workspace/dagster (asset graph, runs, checks)
     hgpt mlflow-ui [--port 5000]     # MLflow UI over workspace/mlflow
+
+Exit codes of `hgpt run`: 0 done (or up to date); 1 a step of the job failed (the run id names
+it in the Dagster UI); 2 a user error, one line saying what and where: a missing or unreadable
+input, a bad argument, or another `hgpt run` holding the workspace (its lock, pid, host, since).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -41,18 +46,51 @@ def mlflow_ui_command(port: int, host: str = "127.0.0.1") -> list[str]:
             "--host", host, "--port", str(port)]
 
 
-def _exec(cmd: list[str]) -> int:
+def _die_with_parent() -> None:
+    """In the server's process, before exec: SIGTERM when its parent (this CLI) dies, even by
+    kill -9. Linux only (prctl); elsewhere the server outlives a killed CLI."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the CLI died before the death signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _supervise(cmd: list[str]) -> int:
+    """Run a server as this process's child and wait for it. Not an exec: a kill -9 of the
+    process the user started must not leave the server, and what it started, holding the ports.
+    The child gets SIGTERM when this process dies (`_die_with_parent`); `dagster dev` takes it
+    like Ctrl-C and stops its webserver, daemon and code servers. SIGTERM and SIGHUP sent here
+    are passed on; Ctrl-C reaches the child directly (same process group), so it is ignored here
+    rather than forwarded twice."""
+    import signal
+    import subprocess
+
     print(" ".join(cmd), flush=True)
-    os.execv(cmd[0], cmd)  # replaces this process: Ctrl-C reaches the server directly
-    return 0
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+
+    def forward(signo, _frame):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+
+    for signo in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signo, forward)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the fork: the child keeps its default
+    rc = proc.wait()
+    return 128 - rc if rc < 0 else rc  # a signal's death as a shell reports it
 
 
 def _ui(args) -> int:
     _workspace(args)
-    from pipelines.orchestration.paths import ensure_dagster_home
+    from pipelines.orchestration.paths import ensure_dagster_home, get_instance
 
-    ensure_dagster_home()  # sets DAGSTER_HOME for the exec'd server
-    return _exec(dagster_ui_command(args.port))
+    ensure_dagster_home()  # sets DAGSTER_HOME for the server
+    get_instance().dispose()  # storage created once, under the lock, before the server's processes start
+    return _supervise(dagster_ui_command(args.port))
 
 
 def _mlflow_ui(args) -> int:
@@ -60,7 +98,7 @@ def _mlflow_ui(args) -> int:
     from pipelines.orchestration.paths import Workspace
 
     Workspace.default().mlflow_dir.mkdir(parents=True, exist_ok=True)
-    return _exec(mlflow_ui_command(args.port))
+    return _supervise(mlflow_ui_command(args.port))
 
 
 def register(subparsers) -> None:

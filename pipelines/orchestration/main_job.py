@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.orchestration.paths import REPO_ROOT, Workspace, ensure_dagster_home
+from pipelines.locking import exclusive_lock
+from pipelines.orchestration.paths import REPO_ROOT, Workspace, ensure_dagster_home, get_instance
 
 MAIN_TAG = "hgpt/main_job"
 PID_TAG = "hgpt/pid"
@@ -164,9 +165,17 @@ def run_main(source: str = "default", input_dir: str | None = None, hub_config: 
              nproc_per_node: int = 1, force: bool = False, limit_docs: int | None = None,
              default_max_chars: int | None = None, val_fraction: float = 0.05) -> int:
     ws = Workspace.default()
-    ensure_dagster_home(ws)
-    from dagster import DagsterInstance
+    ws.root.mkdir(parents=True, exist_ok=True)
+    # One main job per workspace: a second `hgpt run` stops at once (LockHeld, exit code 2)
+    # instead of racing the first on the Dagster instance, the data stages and the training run.
+    with exclusive_lock(ws.main_job_lock, what=f"`hgpt run` in workspace {ws.root}"):
+        return _run_main(ws, source, input_dir, hub_config, hub_max_files, preset, max_steps,
+                         nproc_per_node, force, limit_docs, default_max_chars, val_fraction)
 
+
+def _run_main(ws: Workspace, source, input_dir, hub_config, hub_max_files, preset, max_steps,
+              nproc_per_node, force, limit_docs, default_max_chars, val_fraction) -> int:
+    ensure_dagster_home(ws)
     from pipelines.definitions import build_definitions
     from pipelines.orchestration import snapshots as registry
     from pipelines.orchestration.configs import preset_run_config
@@ -174,7 +183,7 @@ def run_main(source: str = "default", input_dir: str | None = None, hub_config: 
     from pipelines.orchestration.pipes_launcher import TrainingLauncher
 
     t_start = time.time()
-    instance = DagsterInstance.get()
+    instance = get_instance(ws)
     mlflow = MLflowTracking()
     _say(f"workspace: {ws.root}")
     _say(f"MLflow tracking: {mlflow.resolved_uri()}")

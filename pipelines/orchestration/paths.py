@@ -73,6 +73,25 @@ class Workspace:
     def snapshot_dir(self, snapshot_key: str) -> Path:
         return self.data / snapshot_key
 
+    @property
+    def main_job_lock(self) -> Path:
+        """Held by `hgpt run` for the whole main job: one main job per workspace at a time."""
+        return self.root / ".hgpt-run.lock"
+
+
+def get_instance(ws: Workspace | None = None):
+    """The workspace's Dagster instance (DAGSTER_HOME set by `ensure_dagster_home`). Its SQLite
+    storage is created on first use; two processes creating it at once race on the schema
+    ("table ... already exists"), so the first use takes turns under a lock in DAGSTER_HOME."""
+    from dagster import DagsterInstance
+
+    from pipelines.locking import exclusive_lock
+
+    ws = ws or Workspace.default()
+    with exclusive_lock(ws.dagster_home / ".instance.lock", what=f"Dagster instance {ws.dagster_home}",
+                        wait=True):
+        return DagsterInstance.get()
+
 
 def ensure_dagster_home(ws: Workspace | None = None, set_env: bool = True) -> Path:
     """Create DAGSTER_HOME with our dagster.yaml (SQLite storage under it, telemetry off, the
