@@ -14,6 +14,7 @@ Only rank 0 calls callbacks. Metrics are plain Python numbers, ready for json.du
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -93,7 +94,7 @@ class JsonlLogger(BaseCallback):
         self.stream = stream or sys.stdout
 
     def _write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
+        with naming_the_file(self.path), open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def _keep_until(self, step: int) -> None:
@@ -105,13 +106,7 @@ class JsonlLogger(BaseCallback):
         kept = [line for line in lines if (s := _record_step(line)) is not None and s <= step]
         if kept == lines:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
-            tmp.write_text("".join(kept))
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_text_atomic(self.path, "".join(kept))
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -142,6 +137,29 @@ class JsonlLogger(BaseCallback):
     def on_train_end(self, result):
         self._write({"event": "end", "step": result.step, **result.to_dict()})
         self._print(f"done: {json.dumps(result.to_dict())}")
+
+
+@contextlib.contextmanager
+def naming_the_file(path: Path):
+    """An OSError from a write (a full disk) says which file: the OS's own names none."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` as `path`, never half written under that name, nothing left behind on failure."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with naming_the_file(path):
+            tmp.write_text(text)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _record_step(line: str) -> int | None:

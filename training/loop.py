@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -33,7 +32,7 @@ from evaluation.heldout import evaluate_loss
 from model.gpt import GPT
 from pipelines.locking import exclusive_lock
 from training import distributed
-from training.callbacks import Callback, CallbackList
+from training.callbacks import Callback, CallbackList, write_text_atomic
 from training.checkpointing import (
     check_shard_fingerprint,
     latest_checkpoint,
@@ -170,7 +169,7 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
         if dist.is_main else 0.0
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(run_dir / "train_config.json", cfg.to_json())
+        write_text_atomic(run_dir / "train_config.json", cfg.to_json())
         callbacks.on_train_start(cfg, {
             "world_size": dist.world_size, "grad_accum": grad_accum, "device": str(device),
             "precision": precision.name, "seq_len": seq_len, "tokens_per_step": cfg.batch_tokens,
@@ -276,17 +275,7 @@ def _evaluate(model, val_shards, cfg, seq_len, device, precision) -> float:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    _write_text_atomic(path, json.dumps(data, indent=2))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not keep half a file
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 class _SignalGuard:

@@ -238,12 +238,13 @@ def test_partial_checkpoints_of_dead_writers_are_removed_when_a_run_starts(shard
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A small tmpfs (a real ENOSPC; needs root and mount rights, skipped elsewhere). One
-    checkpoint of SMALL_MODEL takes about 480 KiB there."""
+def small_disk(tmp_path, request):
+    """A small tmpfs, 720 KiB unless parametrized (a real ENOSPC; needs root and mount rights,
+    skipped elsewhere). One checkpoint of SMALL_MODEL takes about 480 KiB there."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=720k", "tmpfs", str(disk)],
+    size = getattr(request, "param", "720k")
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
                            capture_output=True)
     if mount.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
@@ -275,6 +276,16 @@ def test_a_real_full_disk_then_room_for_keep_last_checkpoints_is_enough(
     assert _step_records(out) == list(range(1, 11))
 
 
+
+
+@pytest.mark.parametrize("small_disk", ["12k"], indirect=True)
+def test_a_disk_full_before_any_checkpoint_names_the_file(shard_dir, small_disk, capsys):
+    out = small_disk / "run"
+    assert main(_argv(shard_dir, out, "--max-steps", "1000", "--checkpoint-every", "0")) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert lines == [f"hgpt train: error: [Errno 28] No space left on device: "
+                     f"'{out / 'metrics.jsonl'}'"]
+    assert not list(out.glob(".*.tmp-*"))
 
 @pytest.mark.slow
 def test_under_torchrun_a_full_disk_stops_every_rank_with_one_line(shard_dir, small_disk):
