@@ -168,12 +168,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         # Padding rows are part of the gradient (zero), so autograd needs no slice-backward copy.
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
         # The chunk's logits, reused in place from logits to gradient: bf16 on the native branch
-        # (what the GEMM writes), else fp32.
-        buffer = _scratch("logits", (min(chunk, N), V), torch.bfloat16 if native else torch.float32,
+        # (bf16 or fp16: what the GEMM writes), else fp32.
+        buffer = _scratch("logits", (min(chunk, N), V), dtype if native else torch.float32,
                           h.device)
-        if native:  # grad-W's per-chunk bf16 product, and its exact fp32 copy for the sum
-            product = _scratch("grad_w_bf16", (V, C), dtype, h.device)
-            product32 = _scratch("grad_w_fp32", (V, C), torch.float32, h.device)
+        if native:  # grad-W's per-chunk bf16 (fp16) product, and its exact fp32 copy for the sum
+            product = _scratch("grad_w_product", (V, C), dtype, h.device)
+            product32 = _scratch("grad_w_product_fp32", (V, C), torch.float32, h.device)
         for s in range(0, N, chunk):
             e = min(s + chunk, N)
             hc = h[s:e].to(dtype)  # (n, C)
