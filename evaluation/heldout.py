@@ -13,6 +13,9 @@ window, and an all-reduce of that per-window vector (each entry is non-zero on e
 so the sum is exact) hands every rank all the window sums, which are then added in window order.
 The result is bit-for-bit the single-process one, on every rank.
 
+Next to the loss (nats per target token) comes bits per byte (evaluation/bpb.py): the same
+sums divided by the UTF-8 bytes of the targets, comparable across tokenizers.
+
 Token ids are range-checked as they are read (the model's `vocab_size`): an id the model has no
 row for stops the evaluation naming the shard and the token offset, instead of an IndexError from
 inside the embedding or a loss quietly computed on a padding row.
@@ -23,12 +26,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluation.bpb import bits_per_byte, nats_and_bytes
 from model.checkpoint import unwrap_model
 from pipelines.shard_format import check_token_ids, open_tokens
 
@@ -37,9 +41,11 @@ LLMC_VAL_TOKENS = 10_485_760
 
 @dataclass(frozen=True)
 class HeldoutResult:
-    loss: float
+    loss: float  # mean nats per target token
     perplexity: float
-    tokens: int  # predicted tokens the mean is taken over
+    tokens: int  # predicted (target) tokens the mean is taken over
+    bpb: float  # bits per byte of the same targets (evaluation/bpb.py)
+    bytes: int  # UTF-8 bytes of those targets (<|endoftext|> counts 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,13 +109,16 @@ def evaluate_loss(
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
     vocab_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> HeldoutResult:
     """Mean next-token cross-entropy over the first `max_tokens` validation tokens.
 
     Ids are checked against `vocab_size`, by default the model's own (`config.vocab_size`; a
     model without our config, such as a wrapped transformers one, is checked only if given one).
     Under torch.distributed every rank must call this with the same arguments; all get the same
-    result. `model` may be wrapped in DDP (its inner module is used: no gradient sync needed)."""
+    result. `model` may be wrapped in DDP (its inner module is used: no gradient sync needed).
+    `progress(done, total)`, if given, is called with target tokens scored so far (this rank's
+    share under torch.distributed) after every batch."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module  # no DDP forward hooks: evaluation never syncs gradients
     config = getattr(unwrap_model(model), "config", None)
@@ -119,8 +128,10 @@ def evaluate_loss(
     rank, world = _dist_rank_world()
     n_windows = len(windows)
     # float64 sums per window: the final total is then independent of how windows were batched
-    # across ranks, and float64 keeps 10M-token sums from drifting.
-    window_sums = torch.zeros(n_windows, dtype=torch.float64, device=device)
+    # across ranks, and float64 keeps 10M-token sums from drifting. Columns: nats of all targets,
+    # nats of the targets that have bytes, and their bytes (bits per byte).
+    window_sums = torch.zeros(n_windows, 3, dtype=torch.float64, device=device)
+    total, done = n_windows * seq_len, 0
     was_training = model.training
     model.eval()
     device_type = torch.device(device).type
@@ -136,11 +147,17 @@ def evaluate_loss(
             losses = F.cross_entropy(
                 logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none"
             ).view(y.shape)  # (B, T)
-            window_sums[start : start + len(batch)] = losses.double().sum(dim=1)
+            byte_nats, n_bytes = nats_and_bytes(losses, y, dim=1)
+            window_sums[start : start + len(batch)] = torch.stack(
+                [losses.double().sum(dim=1), byte_nats, n_bytes], dim=1)
+            if progress is not None:
+                done += len(batch) * seq_len
+                progress(done, total)
     finally:
         model.train(was_training)
     if world > 1:
         torch.distributed.all_reduce(window_sums, op=torch.distributed.ReduceOp.SUM)
-    count = n_windows * seq_len
-    mean = window_sums.sum().item() / count
-    return HeldoutResult(loss=mean, perplexity=math.exp(mean), tokens=count)
+    nats, byte_nats, n_bytes = window_sums.sum(dim=0).tolist()
+    mean = nats / total
+    return HeldoutResult(loss=mean, perplexity=math.exp(min(mean, 700)), tokens=total,
+                         bpb=bits_per_byte(byte_nats, n_bytes), bytes=int(n_bytes))
