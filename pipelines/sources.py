@@ -159,25 +159,135 @@ def discover_local_snapshots(inbox_dir: str | os.PathLike) -> list[Snapshot]:
 
 # ---------------------------------------------------------------------------------------------
 # The hub
+#
+# huggingface_hub does the HTTP: HEAD then GET on resolve/<sha>/<file>, and a connection cut
+# mid-file is resumed there with a Range request. It checks only the size of what it got, and
+# retries a 5xx on the HEAD but not on the GET nor on the dataset info; so here we retry what is
+# transient, and check each new download's sha256 against the one the hub announces.
+
+# Seconds to wait before each retry of a hub call that failed in a transient way (a 5xx, 408,
+# 429, a dropped or refused connection); after the last, the error is the user's.
+HUB_RETRY_WAITS_S = (1.0, 3.0, 9.0)
+
+
+class HubIntegrityError(SourceError):
+    """A downloaded file whose bytes are not the ones the hub announced."""
+
+
+def _hub_endpoint() -> str | None:
+    # Read at call time: huggingface_hub reads HF_ENDPOINT once, when it is imported, and Dagster
+    # imports it long before a run sets its environment.
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _hub_cache_dir(cache_dir: str | os.PathLike | None) -> str | None:
+    if cache_dir is not None:
+        return str(cache_dir)
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    return str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: the hub or the network failing, not a missing repo, revision or file."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, SourceError):
+        return False
+    if isinstance(exc, HfHubHTTPError):
+        code = getattr(exc.response, "status_code", None)
+        return code is None or code >= 500 or code in (408, 429)
+    return not isinstance(exc, ValueError)
+
+
+def _hub_call(what: str, fn):
+    """fn(), tried again after each wait of HUB_RETRY_WAITS_S while it fails transiently."""
+    import logging
+    import time
+
+    for wait in (*HUB_RETRY_WAITS_S, None):
+        try:
+            return fn()
+        except Exception as exc:
+            if wait is None or not _transient(exc):
+                raise
+            logging.getLogger(__name__).warning("hub: %s failed (%s); retrying in %gs", what, _one_line(exc), wait)
+            time.sleep(wait)
+
+
+def _file_digest(path: Path, algorithm: str, prefix: bytes = b"") -> str:
+    h = hashlib.new(algorithm, prefix)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify_download(path: Path, sibling, where: str) -> None:
+    """The file's sha256 (an LFS file, as FineWeb's parquet are) or git blob sha1 is the one the
+    hub lists; if not, the cached copy is removed (so a rerun downloads it again) and the error
+    names the file."""
+    if sibling.lfs is not None:
+        expected, got, kind = sibling.lfs.sha256, _file_digest(path, "sha256"), "sha256"
+    elif sibling.blob_id:
+        size = path.stat().st_size
+        expected, got, kind = sibling.blob_id, _file_digest(path, "sha1", b"blob %d\0" % size), "git blob sha1"
+    else:
+        return
+    if got == expected:
+        return
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
+    raise HubIntegrityError(
+        f"{where}: the downloaded bytes do not match the hub's {kind} ({got[:16]}... instead of "
+        f"{expected[:16]}...); the copy was removed from the cache, run again to download it anew"
+    )
+
+
+def hub_revision(repo: str = HUB_REPO, revision: str | None = None) -> str:
+    """The commit sha `revision` (default: the main branch) of a dataset repo points at now."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=_hub_endpoint())
+    return _hub_call(f"dataset info of {repo}", lambda: api.dataset_info(repo, revision=revision)).sha
 
 
 def _hub_list_and_download(repo: str, pattern: str, revision: str | None, cache_dir: str | None, max_files: int | None):
-    """The only function that talks to the network: resolve the revision, list the matching
-    parquet files, download them resumably into the hub cache. Returns (sha, [paths])."""
+    """The only function that downloads: resolve the revision to a commit sha, list the matching
+    files at that sha, download each into the hub cache (pinned to the sha) and check its bytes.
+    Returns (sha, [paths])."""
     import fnmatch
 
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
 
-    api = HfApi()
-    info = api.dataset_info(repo, revision=revision)
-    names = sorted(s.rfilename for s in info.siblings if fnmatch.fnmatch(s.rfilename, pattern))
+    endpoint, cache_dir = _hub_endpoint(), _hub_cache_dir(cache_dir)
+    api = HfApi(endpoint=endpoint)
+    info = _hub_call(f"dataset info of {repo}",
+                     lambda: api.dataset_info(repo, revision=revision, files_metadata=True))
+    siblings = sorted((s for s in info.siblings if fnmatch.fnmatch(s.rfilename, pattern)), key=lambda s: s.rfilename)
     if max_files is not None:
-        names = names[:max_files]
-    paths = [
-        Path(hf_hub_download(repo, n, repo_type="dataset", revision=info.sha, cache_dir=cache_dir))
-        for n in names
-    ]
+        siblings = siblings[:max_files]
+    paths = []
+    for s in siblings:
+        cached = try_to_load_from_cache(repo, s.rfilename, cache_dir=cache_dir, revision=info.sha, repo_type="dataset")
+        path = Path(_hub_call(f"download of {s.rfilename}", lambda s=s: hf_hub_download(
+            repo, s.rfilename, repo_type="dataset", revision=info.sha, cache_dir=cache_dir, endpoint=endpoint)))
+        if not isinstance(cached, str):  # verified when it was downloaded
+            _verify_download(path, s, f"{repo}@{info.sha[:12]}/{s.rfilename}")
+        paths.append(path)
     return info.sha, paths
+
+
+def hub_pattern(config_or_dump: str) -> str:
+    """FineWeb's files of a config (`sample-10BT`) or a dump (`CC-MAIN-2024-10`)."""
+    if config_or_dump.startswith("CC-MAIN-"):
+        return f"data/{config_or_dump}/*.parquet"
+    return f"sample/{config_or_dump.removeprefix('sample-')}/*.parquet"
 
 
 def hub_snapshot(
@@ -190,16 +300,17 @@ def hub_snapshot(
 ) -> Snapshot:
     """FineWeb from the hub: a config (`sample-10BT`) or a dump (`CC-MAIN-2024-10`), the first
     `max_files` parquet files (None: all), at most `limit` documents. Files are downloaded
-    resumably into the hub cache; the resolved revision (a commit sha) is part of the key."""
-    if config_or_dump.startswith("CC-MAIN-"):
-        pattern = f"data/{config_or_dump}/*.parquet"
-    else:
-        pattern = f"sample/{config_or_dump.removeprefix('sample-')}/*.parquet"
+    into the hub cache, pinned to the resolved revision (a commit sha), which is part of the key;
+    a transient failure is retried, a file whose bytes do not match is refused."""
+    pattern = hub_pattern(config_or_dump)
     try:
         sha, files = _hub_list_and_download(repo, pattern, revision, cache_dir, max_files)
+    except SourceError:
+        raise
     except Exception as exc:  # the hub client raises many types for "no network"
         raise HubUnreachableError(
-            f"cannot reach the Hugging Face hub for {repo} ({config_or_dump}): {exc.__class__.__name__}: {exc}. "
+            f"cannot read {repo} ({config_or_dump}) from the Hugging Face hub at "
+            f"{_hub_endpoint() or 'https://huggingface.co'}: {_one_line(exc)}. "
             "Without network access, put the parquet/jsonl files in a directory and use it as a "
             "local snapshot: `hgpt data run --input DIR` (or `local_snapshot(DIR)`)."
         ) from exc

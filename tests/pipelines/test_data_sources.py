@@ -1,4 +1,5 @@
-"""Snapshots and document reading: keys, discovery, jsonl(.gz), the hub's clear failure."""
+"""Snapshots and document reading: keys, discovery, jsonl(.gz); the hub through huggingface_hub
+against a local server speaking its HTTP API (pinned revision, resume, retries, integrity)."""
 
 from __future__ import annotations
 
@@ -64,29 +65,100 @@ def test_missing_id_gets_a_stable_one(tmp_path):
     assert [d["id"] for d in docs] == ["x.parquet#0", "x.parquet#1"]
 
 
-def test_unreachable_hub_says_how_to_use_a_local_snapshot(monkeypatch):
-    def offline(*args, **kwargs):
-        raise OSError("Network is unreachable")
+# ---------------------------------------------------------------------------------------------
+# The hub, through huggingface_hub against the local hub server (tests/hub_server.py)
 
-    monkeypatch.setattr(sources, "_hub_list_and_download", offline)
-    with pytest.raises(HubUnreachableError, match="local snapshot"):
+
+def _hub_file(hub, path: str, rev: str = "main") -> bytes:
+    return hub.repo.at(rev).files[path]
+
+
+def test_hub_snapshot_is_pinned_to_the_revision_it_resolved(hub, tmp_path):
+    import pyarrow.parquet as pq
+
+    first = hub.repo.at("main").sha
+    snap = hub_snapshot("sample-10BT", max_files=None)
+    assert snap.key == f"sample-10BT@{first[:12]}" and snap.kind == "hub" and snap.revision == first
+    names = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
+    assert [f.read_bytes() for f in snap.files] == [_hub_file(hub, n) for n in names]
+    assert str(tmp_path / "hf-home" / "hub") in str(snap.files[0])  # HF_HOME of this test
+    assert sum(map(len, iter_documents(snap))) == 80
+    # Only the dataset info names `main`; every file is fetched at the commit sha.
+    resolves = hub.requests(contains="/resolve/")
+    assert resolves and all(f"/resolve/{first}/" in r["path"] for r in resolves)
+
+    from hub_server import fineweb_shaped_parquet, sample_rows
+
+    second = hub.repo.commit({"sample/10BT/002_00000.parquet": fineweb_shaped_parquet(sample_rows(5, 200))})
+    pinned = hub_snapshot("sample-10BT", revision=first, max_files=None)
+    assert pinned.key == snap.key and pinned.files == snap.files
+    newer = hub_snapshot("sample-10BT", max_files=None)
+    assert newer.key == f"sample-10BT@{second[:12]}" and len(newer.files) == 3
+    assert pq.read_table(newer.files[2]).num_rows == 5
+
+    dump = hub_snapshot("CC-MAIN-2024-10", limit=3)
+    assert dump.key == f"CC-MAIN-2024-10@{second[:12]}-n3"
+    assert sum(map(len, iter_documents(dump, ReadConfig(limit_docs=dump.limit_docs)))) == 3
+    assert Snapshot.from_dict(dump.to_dict()) == dump
+
+
+def test_hub_download_cut_off_mid_file_resumes_with_a_range_request(hub, monkeypatch):
+    from huggingface_hub import constants
+
+    # huggingface_hub writes what it receives in chunks of 10 MB and resumes after the last whole
+    # chunk; with 8 KiB chunks a file of a few hundred KB shows the resumption.
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 8192)
+    name = "sample/10BT/000_00000.parquet"
+    data = _hub_file(hub, name)
+    assert len(data) > 40_000
+    hub.fault(kind="drop", path=name, after_bytes=20_000)
+    snap = hub_snapshot("sample-10BT")
+    assert snap.files[0].read_bytes() == data
+    gets = hub.requests("GET", contains=name)
+    assert [(g["range"], g["status"]) for g in gets] == [(None, 200), (f"bytes={2 * 8192}-", 206)]
+
+
+def test_hub_5xx_answers_are_retried(hub, monkeypatch):
+    name = "sample/10BT/000_00000.parquet"
+    hub.fault(kind="status", path="info", status=500)
+    hub.fault(kind="status", path=name, status=503)
+    snap = hub_snapshot("sample-10BT")
+    assert snap.files[0].read_bytes() == _hub_file(hub, name)
+    assert [r["status"] for r in hub.requests("GET", contains="/api/datasets/")] == [500, 200]
+    assert [r["status"] for r in hub.requests("GET", contains=name)] == [503, 200]
+
+    # A hub that keeps failing: one line, after the retries, saying what to do instead.
+    monkeypatch.setattr(sources, "HUB_RETRY_WAITS_S", (0.0, 0.0))
+    hub.fault(kind="status", path="info", status=502, times=3)
+    with pytest.raises(HubUnreachableError, match="local snapshot") as err:
         hub_snapshot("sample-10BT")
+    assert "502" in str(err.value) and "\n" not in str(err.value)
+    assert [r["status"] for r in hub.requests("GET", contains="/api/datasets/")][2:] == [502, 502, 502]
 
 
-def test_hub_snapshot_key_records_the_revision(monkeypatch, tmp_path):
-    f = write_parquet(tmp_path / "000_00000.parquet", [{"text": "hub text", "id": "h0"}])
-    seen = {}
+def test_hub_file_whose_bytes_do_not_match_is_refused_naming_it(hub):
+    from pipelines.sources import HubIntegrityError
 
-    def fake(repo, pattern, revision, cache_dir, max_files):
-        seen.update(repo=repo, pattern=pattern)
-        return "0123456789abcdef0123", [f]
+    name = "sample/10BT/001_00000.parquet"
+    hub.fault(kind="corrupt", path=name)
+    with pytest.raises(HubIntegrityError, match=f"fineweb@[0-9a-f]{{12}}/{name}: the downloaded bytes do not match "
+                                                "the hub's sha256") as err:
+        hub_snapshot("sample-10BT", max_files=2)
+    assert "\n" not in str(err.value)
+    # The bad copy is gone from the cache: the next try downloads it again, and it verifies.
+    snap = hub_snapshot("sample-10BT", max_files=2)
+    assert snap.files[1].read_bytes() == _hub_file(hub, name)
+    assert len(hub.requests("GET", contains=name)) == 2
 
-    monkeypatch.setattr(sources, "_hub_list_and_download", fake)
-    snap = hub_snapshot("CC-MAIN-2024-10", max_files=1)
-    assert snap.key == "CC-MAIN-2024-10@0123456789ab" and snap.kind == "hub" and snap.revision.startswith("0123")
-    assert seen == {"repo": "HuggingFaceFW/fineweb", "pattern": "data/CC-MAIN-2024-10/*.parquet"}
-    assert hub_snapshot("sample-10BT").key.startswith("sample-10BT@") and seen["pattern"] == "sample/10BT/*.parquet"
-    assert [d["text"] for b in iter_documents(snap) for d in b] == ["hub text"]
-    limited = hub_snapshot("CC-MAIN-2024-10", limit=0)
-    assert limited.key.endswith("-n0") and list(iter_documents(limited)) == []
-    assert Snapshot.from_dict(limited.to_dict()) == limited
+
+def test_unreachable_hub_says_how_to_use_a_local_snapshot(monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(sources, "HUB_RETRY_WAITS_S", (0.0,))
+    with pytest.raises(HubUnreachableError, match="local snapshot") as err:
+        hub_snapshot("sample-10BT")
+    assert f"127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
