@@ -27,7 +27,8 @@ from pipelines.orchestration.resources import WorkspaceResource
 
 
 class HubWatch(ConfigurableResource):
-    """Which FineWeb configs or dumps the hub sensor follows (it is off until enabled in the UI)."""
+    """Which FineWeb configs or dumps the hub sensor follows (it is off until enabled in the UI).
+    The hub is the one HF_ENDPOINT names (huggingface.co by default, or a mirror)."""
 
     configs: list[str] = ["sample-10BT"]
     max_files: int | None = 1
@@ -94,15 +95,15 @@ def snapshot_inbox_sensor(context: SensorEvaluationContext, workspace: Workspace
     "dump becomes a partition (files are downloaded by raw_documents). Off by default; needs network.",
 )
 def fineweb_hub_sensor(context: SensorEvaluationContext, workspace: WorkspaceResource, hub: HubWatch):
-    from huggingface_hub import HfApi
-
-    from pipelines.sources import HUB_REPO, Snapshot, _safe_name  # noqa: PLC2701
+    from pipelines.sources import HUB_REPO, Snapshot, _one_line, _safe_name, hub_revision  # noqa: PLC2701
 
     known = set(context.instance.get_dynamic_partitions(registry.SNAPSHOTS.name))
     try:
-        sha = HfApi().dataset_info(HUB_REPO).sha
+        # One look at the main branch per tick (transient failures retried); the files are
+        # downloaded by raw_documents, pinned to this sha.
+        sha = hub_revision(HUB_REPO)
     except Exception as exc:  # offline: say so instead of failing every tick
-        return SkipReason(f"hub unreachable: {exc.__class__.__name__}: {exc}")
+        return SkipReason(f"hub unreachable: {_one_line(exc)}")
     snaps = []
     for config in hub.configs:
         key = f"{_safe_name(config)}@{sha[:12]}"
