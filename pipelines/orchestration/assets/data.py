@@ -100,7 +100,9 @@ def raw_documents(context: AssetExecutionContext, workspace: WorkspaceResource,
             "path": MetadataValue.path(str(snapshot.root or out)),
         }
         if run is not None:
-            run.log_params({"snapshot_key": key, "kind": snapshot.kind, "root": str(snapshot.root)})
+            # A hub snapshot's revision is the commit sha its files were downloaded at.
+            run.log_params({"snapshot_key": key, "kind": snapshot.kind, "root": str(snapshot.root),
+                            **({"revision": snapshot.revision} if snapshot.revision else {})})
             run.log_metrics({"documents": docs, "token_count": tokens, "bytes": size})
             log_table_artifact(run, files, "files.json")
             metadata.update(run.dagster_metadata())
