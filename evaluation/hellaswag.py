@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -172,8 +173,10 @@ def evaluate_hellaswag(
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
     expected_sha256: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """{"acc", "acc_norm", "n"} over the first `limit` examples (all by default).
+    `progress(done, total)`, if given, is called after each example this rank scores.
 
     Under torch.distributed rank r scores examples r, r + world, ... and the integer counts are
     summed, so every rank returns the single-process numbers."""
@@ -206,6 +209,8 @@ def evaluate_hellaswag(
             counts[0] += 1
             counts[1] += int(summed.argmin().item() == example.label)
             counts[2] += int(mean.argmin().item() == example.label)
+            if progress is not None:
+                progress(i + 1, len(examples))
     finally:
         model.train(was_training)
     if world > 1:
