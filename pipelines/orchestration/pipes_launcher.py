@@ -135,14 +135,14 @@ class TrainingLauncher(ConfigurableResource):
         args = list(args or [])
         if not self.use_torchrun:
             return [sys.executable, "-m", module, *args]
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={self.nproc_per_node}"]
+        nproc = f"--nproc-per-node={self.nproc_per_node}"
         if self.nnodes > 1:
             if not self.rdzv_endpoint:
                 raise ValueError("TrainingLauncher: nnodes > 1 needs rdzv_endpoint (host:port)")
-            cmd += [f"--nnodes={self.nnodes}", "--rdzv-backend=c10d",
-                    f"--rdzv-endpoint={self.rdzv_endpoint}"]
-        else:
-            cmd += ["--standalone"]
+            cmd = [sys.executable, "-m", "torch.distributed.run", nproc, f"--nnodes={self.nnodes}",
+                   "--rdzv-backend=c10d", f"--rdzv-endpoint={self.rdzv_endpoint}"]
+        else:  # torchrun with its stores listening on 127.0.0.1 only (see training/launch.py)
+            cmd = [sys.executable, "-m", "training.launch", nproc]
         return [*cmd, "-m", module, *args]
 
     def run(self, *, context, extras: dict, module: str, args: list[str] | None = None,

@@ -98,7 +98,7 @@ def test_checkpoint_records_the_snapshots_it_trained_on(materialized):
 
 def test_training_streams_steps_into_the_dagster_run(materialized, instance):
     logs = [e.user_message for e in instance.all_logs(materialized["train"].run_id)]
-    assert any(m.startswith("starting: ") and "torch.distributed.run" in m for m in logs)
+    assert any(m.startswith("starting: ") and "training.launch" in m for m in logs)
     steps = [m for m in logs if m.startswith("step ") and '"loss"' in m]
     assert len(steps) >= 10  # log_every=5 over 60 steps
     assert any("eval at step 60" in m for m in logs)

@@ -38,8 +38,9 @@ def _python_m_training(*args):
 
 
 def _torchrun(n, *args):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n),
-            "--standalone", "-m", "training", *args]
+    """torchrun on one node, as the project starts it (training.launch: stores on loopback)."""
+    return [sys.executable, "-m", "training.launch", "--nproc-per-node", str(n), "-m", "training",
+            *args]
 
 
 def _losses(run_dir):
