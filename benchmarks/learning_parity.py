@@ -9,7 +9,7 @@ shards: the documents of every file but the last go to train_000000.bin, the las
 documents to val_000000.bin.
 
 Both sides start from the same weights (ours, seed-initialised, copied into GPT2LMHeadModel),
-read the same batches (our ShardLoader, same seed), use the `tiny` preset's hyper-parameters
+read the same batches (our ShardLoader, same seed and data order), use the `tiny` preset's hyper-parameters
 (warmup + cosine schedule, AdamW betas/eps/weight decay on the same groups, clip 1.0, fp32) for
 the same token budget, and are scored by evaluation.heldout.evaluate_loss on the same held-out
 tokens. Ours runs through training.train() (fused LM head + loss, our AdamW); the reference is
@@ -77,11 +77,10 @@ class HFAdapter(torch.nn.Module):
         return self.hf(input_ids=idx).logits, None
 
 
-def reference_run(cfg: TrainConfig, shards) -> tuple[float, list[float]]:
-    """The textbook loop: GPT2LMHeadModel, torch.optim.AdamW, clip_grad_norm_, same batches."""
+def hf_twin(ours: GPT):
+    """transformers' GPT2LMHeadModel holding `ours`'s weights (head tied, padding rows dropped)."""
     import transformers
 
-    ours = GPT(cfg.model_config(), seed=cfg.seed)  # the very init train() uses
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{
         k: v for k, v in hf_config(ours.config).items() if k not in ("architectures", "torch_dtype")
     }))
@@ -89,20 +88,26 @@ def reference_run(cfg: TrainConfig, shards) -> tuple[float, list[float]]:
     assert not unexpected and all(k.endswith(".attn.bias") or k == "lm_head.weight"
                                   for k in missing), (missing, unexpected)
     hf.tie_weights()
+    return hf
+
+
+def textbook_train(cfg: TrainConfig, hf, next_batch) -> list[float]:
+    """The textbook loop on `hf`: torch.optim.AdamW (decay on matrices and embeddings only),
+    clip_grad_norm_, the same warmup + cosine schedule; `next_batch()` gives (x, y). Returns
+    each step's loss."""
     hf.train()
     named = dict(hf.named_parameters())
     groups = [{"params": [p for p in named.values() if p.dim() >= 2],
                "weight_decay": cfg.weight_decay},
               {"params": [p for p in named.values() if p.dim() < 2], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=cfg.max_lr, betas=cfg.betas, eps=cfg.eps)
-    loader = ShardLoader(shards.train, cfg.micro_batch, cfg.sequence_length, cfg.seed)
     accum = cfg.grad_accum_steps(1)
     losses = []
     for step in range(cfg.max_steps):
         lr = get_lr(step, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
         total = 0.0
         for _ in range(accum):
-            x, y = loader.next_batch()
+            x, y = next_batch()
             logits = hf(input_ids=x).logits  # (B, T, V): our targets are already shifted
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()) / accum
             loss.backward()
@@ -113,6 +118,16 @@ def reference_run(cfg: TrainConfig, shards) -> tuple[float, list[float]]:
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(total)
+    return losses
+
+
+def reference_run(cfg: TrainConfig, shards) -> tuple[float, list[float]]:
+    """The textbook loop from the very init train() uses, on the very batches it reads (our
+    ShardLoader, same seed and data order)."""
+    hf = hf_twin(GPT(cfg.model_config(), seed=cfg.seed))
+    loader = ShardLoader(shards.train, cfg.micro_batch, cfg.sequence_length, cfg.seed,
+                         order=cfg.data_order)
+    losses = textbook_train(cfg, hf, loader.next_batch)
     val = evaluate_loss(HFAdapter(hf), shards.val, max_tokens=cfg.eval_tokens,
                         batch_size=cfg.micro_batch, seq_len=cfg.sequence_length).loss
     return val, losses

@@ -14,7 +14,7 @@ predicted once per epoch). Each epoch draws a permutation of all windows of all 
 anywhere in the corpus, as in nanoGPT's `get_batch`, but without replacement. An epoch runs on
 into the next, so every window is seen exactly once per epoch. Memory: the shards stay
 memory-mapped (a batch reads `batch` windows); the permutation costs 4 bytes per window
-(8 past 2**32 windows), i.e. 0.4% of the corpus's size at seq_len 1024.
+(8 past 2**32 windows), i.e. 0.2% of the corpus's size at seq_len 1024 (2 bytes a token).
 
 "llmc" (llm.c's order). The training stream is a sequence of *chunks* of batch * seq_len + 1
 consecutive tokens (the extra token gives the last target). Each epoch visits the shards in a
