@@ -151,6 +151,17 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
     remove_partial_checkpoints(run_dir)
 
 
+def refuse_fresh_run_over_checkpoints(run_dir: str | Path) -> None:
+    """A run without resume on a directory that holds another run's checkpoints would mix the
+    two: pruning goes by step, so the old run's later checkpoints would outlive the new run's,
+    and a later --resume would continue the old run. Such a start is refused."""
+    found = list_checkpoints(run_dir)
+    if found:
+        raise ValueError(
+            f"{Path(run_dir)}: holds checkpoints of an earlier run (newest {found[-1].name}); "
+            f"continue it with --resume, or start this run in another --out")
+
+
 def remove_partial_checkpoints(run_dir: str | Path) -> None:
     """Remove the temporary directories (`.step_N.tmp-PID`, `.step_N.old-PID`) of writes that
     never finished. Called by the holder of the run's lock: no other writer can be at work, so

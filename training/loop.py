@@ -37,6 +37,7 @@ from training.checkpointing import (
     check_shard_fingerprint,
     latest_checkpoint,
     load_training_checkpoint,
+    refuse_fresh_run_over_checkpoints,
     remove_partial_checkpoints,
     save_training_checkpoint,
     shard_fingerprint,
@@ -127,6 +128,8 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
     precision = resolve_precision(cfg.precision, device)
     shards = find_shards(cfg.data)
     seq_len = cfg.sequence_length
+    if not cfg.resume:
+        _on_main_for_all(dist, lambda: refuse_fresh_run_over_checkpoints(run_dir))
     grad_accum = cfg.grad_accum_steps(dist.world_size)
 
     # ---- model, optimizer, data ------------------------------------------------------------

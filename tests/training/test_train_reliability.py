@@ -391,3 +391,21 @@ def test_hgpt_train_help_lists_every_exit_code():
                   "shards changed since the checkpoint", "SIGTERM 143, SIGINT 130",
                   "torchrun itself exits 1"):
         assert cause in " ".join(section.split()), cause
+
+
+
+def test_a_fresh_run_over_another_runs_checkpoints_is_refused(shard_dir, tmp_path, capsys):
+    """Without --resume, a run directory holding checkpoints is refused (exit 2, one line): the
+    old run's later checkpoints would otherwise outlive the new run's (pruning goes by step)
+    and a later --resume would continue the old run. Nothing in the directory changes."""
+    out = tmp_path / "run"
+    assert main(_argv(shard_dir, out, "--max-steps", "4", "--checkpoint-every", "2")) == 0
+    before = _tree(out)
+    capsys.readouterr()
+    assert main(_argv(shard_dir, out, "--max-steps", "2", "--seed", "3")) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "holds checkpoints of an earlier run" in lines[0], lines
+    assert "step_00000004" in lines[0] and "--resume" in lines[0]
+    assert _tree(out) == before
+    assert main(_argv(shard_dir, out, "--max-steps", "6", "--resume")) == 0
+    assert list_checkpoints(out)[-1].name == "step_00000006"
