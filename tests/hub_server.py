@@ -350,6 +350,15 @@ def fineweb_shaped_repo(repo_id: str = "HuggingFaceFW/fineweb") -> HubRepo:
     return repo
 
 
+def unreachable_endpoint() -> str:
+    """The URL of a port on 127.0.0.1 that nothing listens on (a hub that cannot be reached)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
 def fineweb_shaped_parquet(rows: list[dict]) -> bytes:
     """Parquet bytes with FineWeb's columns (row groups of 8 rows, so readers can seek)."""
     import pyarrow as pa

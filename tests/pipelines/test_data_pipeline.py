@@ -104,11 +104,15 @@ def test_cli_bad_file_is_an_error_unless_skipped(tmp_path, small_snapshot_dir, c
 
 
 def test_cli_hub_unreachable_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    from hub_server import unreachable_endpoint
+
     from pipelines import sources
 
-    monkeypatch.setattr(sources, "_hub_list_and_download", lambda *a: (_ for _ in ()).throw(OSError("no network")))
+    monkeypatch.setenv("HF_ENDPOINT", unreachable_endpoint())  # the real client, no network
+    monkeypatch.setattr(sources, "HUB_RETRY_WAITS_S", ())
     rc = hgpt_main(["data", "hub", "--name", "sample-10BT", "--data-root", str(tmp_path)])
-    assert rc == 2 and "local snapshot" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "local snapshot" in err and len(err.strip().splitlines()) == 1
 
 
 def test_language_score_statistics_where_present(tmp_path):

@@ -152,13 +152,11 @@ def test_hub_file_whose_bytes_do_not_match_is_refused_naming_it(hub):
 
 
 def test_unreachable_hub_says_how_to_use_a_local_snapshot(monkeypatch):
-    import socket
+    from hub_server import unreachable_endpoint
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    endpoint = unreachable_endpoint()
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setattr(sources, "HUB_RETRY_WAITS_S", (0.0,))
     with pytest.raises(HubUnreachableError, match="local snapshot") as err:
         hub_snapshot("sample-10BT")
-    assert f"127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
+    assert endpoint in str(err.value) and "\n" not in str(err.value)
