@@ -3,11 +3,13 @@
 Only rank 0 calls callbacks. Metrics are plain Python numbers, ready for json.dumps.
 
     on_train_start(cfg, info)   info: world_size, grad_accum, device, precision, param counts,
-                                model config, resumed_from (checkpoint path or None), start_step
+                                model config, resumed_from (checkpoint path or None), start_step,
+                                max_steps, peak_flops and peak_flops_source (what MFU divides by)
     on_step(step, metrics)      after every optimizer step; step counts from 1 (= steps done).
                                 metrics: loss, lr, grad_norm (before clipping), tokens_per_s,
                                 mfu, step_time_s, tokens_seen
-    on_eval(step, metrics)      val_loss, val_perplexity, val_tokens
+    on_eval(step, metrics)      val_loss (nats per token), val_bpb (bits per byte), val_perplexity,
+                                val_tokens (target tokens scored), val_bytes (their UTF-8 bytes)
     on_checkpoint(step, path)   after a checkpoint directory is complete
     on_train_end(result)        the TrainResult
 """
@@ -18,6 +20,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -80,7 +83,13 @@ class CallbackList(BaseCallback):
 
 class JsonlLogger(BaseCallback):
     """Appends one JSON object per event to RUN_DIR/metrics.jsonl and prints a short line every
-    `print_every` steps. Each record has "event" (start/step/eval/checkpoint/end) and "step".
+    `print_every` steps (0: none, e.g. where another callback reports progress). Each record has
+    "event" (start/step/eval/checkpoint/end) and "step". A step line reads
+
+        step 40/80 | loss 6.479 | lr 3.9e-04 | norm 0.66 | 814 tok/s | mfu 41.3% of 358 GFLOP/s | eta 1m20s
+
+    (the MFU's peak is named in the start line; the ETA is the mean time per step of this run,
+    evaluations and checkpoints included, times the steps left).
 
     The file describes the run as it now stands: when a run starts at step S (a resume, or a
     fresh run over an old directory at S = 0), records of later steps, written by a run that was
@@ -92,6 +101,8 @@ class JsonlLogger(BaseCallback):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.print_every = print_every
         self.stream = stream or sys.stdout
+        self.max_steps, self.start_step, self.peak = None, 0, 0.0
+        self.t_start = time.monotonic()
 
     def _write(self, record: dict) -> None:
         with naming_the_file(self.path), open(self.path, "a") as f:
@@ -111,32 +122,66 @@ class JsonlLogger(BaseCallback):
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
+    def _printing(self, step: int) -> bool:
+        return self.print_every > 0 and step % self.print_every == 0
+
+    def _step(self, step: int) -> str:
+        width = len(str(self.max_steps)) if self.max_steps else 6
+        total = f"/{self.max_steps}" if self.max_steps else ""
+        return f"step {step:{width}d}{total}"
+
     def on_train_start(self, cfg, info):
+        from training.metrics import format_flops
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._keep_until(info.get("start_step", 0))
-        self._write({"event": "start", "step": info.get("start_step", 0), **info})
+        self.start_step = info.get("start_step", 0)
+        self.max_steps = info.get("max_steps", getattr(cfg, "max_steps", None))
+        self.peak = info.get("peak_flops") or 0.0
+        self.t_start = time.monotonic()
+        self._keep_until(self.start_step)
+        self._write({"event": "start", "step": self.start_step, **info})
+        if self.print_every <= 0:
+            return
         self._print(f"train: {json.dumps(info)}")
+        if self.peak:
+            self._print(f"train: mfu = model FLOP/s / {format_flops(self.peak)}, the "
+                        f"{info.get('peak_flops_source', 'peak')}")
 
     def on_step(self, step, metrics):
+        from evaluation.progress import eta_seconds, format_duration
+        from training.metrics import format_flops
+
         self._write({"event": "step", "step": step, **metrics})
-        if step % self.print_every == 0:
-            self._print(
-                f"step {step:6d} | loss {metrics['loss']:.6f} | lr {metrics['lr']:.3e} | "
+        if not self._printing(step):
+            return
+        line = (f"{self._step(step)} | loss {metrics['loss']:.6f} | lr {metrics['lr']:.3e} | "
                 f"norm {metrics['grad_norm']:.4f} | {metrics['tokens_per_s']:.0f} tok/s | "
-                f"mfu {100 * metrics['mfu']:.1f}%"
-            )
+                f"mfu {100 * metrics['mfu']:.1f}%")
+        if self.peak:
+            line += f" of {format_flops(self.peak)}"
+        if self.max_steps:
+            eta = eta_seconds(step - self.start_step, self.max_steps - self.start_step,
+                              time.monotonic() - self.t_start)
+            if eta is not None:
+                line += f" | eta {format_duration(eta)}"
+        self._print(line)
 
     def on_eval(self, step, metrics):
         self._write({"event": "eval", "step": step, **metrics})
-        self._print(f"step {step:6d} | val loss {metrics['val_loss']:.6f}")
+        if self.print_every > 0:
+            bpb = f", {metrics['val_bpb']:.4f} bits/byte" if "val_bpb" in metrics else ""
+            on = f" on {metrics['val_tokens']:,} val tokens" if "val_tokens" in metrics else ""
+            self._print(f"{self._step(step)} | val loss {metrics['val_loss']:.6f} nats/token{bpb}{on}")
 
     def on_checkpoint(self, step, path):
         self._write({"event": "checkpoint", "step": step, "path": str(path)})
-        self._print(f"step {step:6d} | checkpoint {path}")
+        if self.print_every > 0:
+            self._print(f"{self._step(step)} | checkpoint {path}")
 
     def on_train_end(self, result):
         self._write({"event": "end", "step": result.step, **result.to_dict()})
-        self._print(f"done: {json.dumps(result.to_dict())}")
+        if self.print_every > 0:
+            self._print(f"done: {json.dumps(result.to_dict())}")
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from evaluation.heldout import evaluate_loss
+from evaluation.heldout import HeldoutResult, evaluate_loss
 from model.gpt import GPT
 from pipelines.locking import exclusive_lock
 from training import distributed
@@ -45,7 +45,7 @@ from training.checkpointing import (
 from training.config import TrainConfig
 from training.data import ShardLoader, find_shards
 from training.fused_loss import LossModel
-from training.metrics import flops_per_token, measure_peak_flops, mfu
+from training.metrics import flops_per_token, measure_peak_flops, mfu, peak_flops_source
 from training.optim import AdamW, clip_grad_norm, group_counts, param_groups
 from training.precision import resolve_precision
 from training.schedule import get_lr
@@ -74,6 +74,10 @@ class TrainResult:
     step: int  # optimizer steps completed
     train_loss: float | None  # loss of the last step
     val_loss: float | None  # held-out loss at the end (None without val shards)
+    # ... its bits per byte, and the val tokens it was measured on: the first eval_tokens of the
+    # val shards, rounded down to whole windows (fewer when the shards hold fewer)
+    val_bpb: float | None
+    val_tokens: int | None
     checkpoint: str | None  # the last checkpoint written or resumed from
     tokens_seen: int
     train_shards: list[str] = field(default_factory=list)
@@ -124,12 +128,12 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
     run_dir, device = Path(cfg.out), dist.device
     if dist.is_main:  # under the run's lock no other writer exists: their leftovers are stale
         remove_partial_checkpoints(run_dir)
+    if not cfg.resume:
+        _on_main_for_all(dist, lambda: refuse_fresh_run_over_checkpoints(run_dir))
     torch.manual_seed(cfg.seed + dist.rank)  # dropout differs per rank; init has its own seed
     precision = resolve_precision(cfg.precision, device)
     shards = find_shards(cfg.data)
     seq_len = cfg.sequence_length
-    if not cfg.resume:
-        _on_main_for_all(dist, lambda: refuse_fresh_run_over_checkpoints(run_dir))
     grad_accum = cfg.grad_accum_steps(dist.world_size)
 
     # ---- model, optimizer, data ------------------------------------------------------------
@@ -168,8 +172,8 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
         step_model = torch.compile(step_model)
 
     flops_tok = flops_per_token(model.config, seq_len)
-    peak = measure_peak_flops(precision.autocast_dtype or torch.float32, device) \
-        if dist.is_main else 0.0
+    peak_dtype = precision.autocast_dtype or torch.float32
+    peak = measure_peak_flops(peak_dtype, device) if dist.is_main else 0.0
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "train_config.json", cfg.to_json())
@@ -178,13 +182,14 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
             "precision": precision.name, "seq_len": seq_len, "tokens_per_step": cfg.batch_tokens,
             "parameters": model.num_parameters(), **group_counts(groups),
             "model_config": model.config.to_dict(), "flops_per_token": flops_tok,
-            "peak_flops": peak, "start_step": start_step, "resumed_from": last_checkpoint,
+            "peak_flops": peak, "peak_flops_source": peak_flops_source(peak_dtype, device),
+            "max_steps": cfg.max_steps, "start_step": start_step, "resumed_from": last_checkpoint,
             "train_shards": [str(p) for p in shards.train],
             "val_shards": [str(p) for p in shards.val],
         })
 
     # ---- the loop -----------------------------------------------------------------------
-    loss_value, val_loss = None, None
+    loss_value, held = None, None
     for step in range(start_step, cfg.max_steps):
         t0 = time.perf_counter()
         lr = get_lr(step, cfg.max_lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
@@ -235,10 +240,11 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
             })
         final = done == cfg.max_steps
         if shards.val and ((cfg.eval_every and done % cfg.eval_every == 0) or final):
-            val_loss = _evaluate(model, shards.val, cfg, seq_len, device, precision)
+            held = _evaluate(model, shards.val, cfg, seq_len, device, precision)
             if dist.is_main:
-                callbacks.on_eval(done, {"val_loss": val_loss, "val_perplexity": math.exp(
-                    min(val_loss, 700)), "val_tokens": cfg.eval_tokens})
+                callbacks.on_eval(done, {"val_loss": held.loss, "val_bpb": held.bpb,
+                                         "val_perplexity": held.perplexity,
+                                         "val_tokens": held.tokens, "val_bytes": held.bytes})
         if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or final:
             with guard.deferred():  # a signal now waits until the checkpoint is complete
                 def save():
@@ -256,10 +262,12 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
                 last_checkpoint = _on_main_for_all(dist, save) or last_checkpoint
         guard.check()
 
-    if val_loss is None and shards.val and start_step >= cfg.max_steps:
-        val_loss = _evaluate(model, shards.val, cfg, seq_len, device, precision)
+    if held is None and shards.val and start_step >= cfg.max_steps:
+        held = _evaluate(model, shards.val, cfg, seq_len, device, precision)
     result = TrainResult(
-        step=max(start_step, cfg.max_steps), train_loss=loss_value, val_loss=val_loss,
+        step=max(start_step, cfg.max_steps), train_loss=loss_value,
+        val_loss=None if held is None else held.loss, val_bpb=None if held is None else held.bpb,
+        val_tokens=None if held is None else held.tokens,
         checkpoint=last_checkpoint, tokens_seen=tokens_seen,
         train_shards=[str(p) for p in shards.train], val_shards=[str(p) for p in shards.val],
         run_dir=str(run_dir),
@@ -270,11 +278,11 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
     return result
 
 
-def _evaluate(model, val_shards, cfg, seq_len, device, precision) -> float:
+def _evaluate(model, val_shards, cfg, seq_len, device, precision) -> HeldoutResult:
     # Every rank calls it (evaluate_loss splits the windows over ranks and all-reduces).
     return evaluate_loss(model, val_shards, max_tokens=cfg.eval_tokens,
                          batch_size=cfg.micro_batch, seq_len=seq_len, device=device,
-                         autocast_dtype=precision.autocast_dtype).loss
+                         autocast_dtype=precision.autocast_dtype)
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

@@ -15,7 +15,8 @@ llm.c `gpt2_estimate_mfu`):
                     nanoGPT/llm.c, the full T is counted.)
 
 MFU = achieved FLOP/s / peak FLOP/s, where the peak is measured here by timing a large matrix
-product in the training dtype, or is the vendor figure on known GPUs.
+product in the training dtype, or is the vendor figure on known GPUs. `peak_flops_source` says
+which, so an MFU is never printed without what it divides by.
 """
 
 from __future__ import annotations
@@ -51,11 +52,8 @@ def measure_peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.d
     from 256 to max_n while one product takes under 50 ms, so a dtype the hardware emulates
     slowly (fp16 on most CPUs) costs a fraction of a second, not minutes. Cached per process."""
     device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in KNOWN_GPU_PEAKS.items():
-            if key in name and dtype in (torch.bfloat16, torch.float16):
-                return peak
+    if (known := _known_gpu_peak(dtype, device)) is not None:
+        return known[1]
 
     def timed(a, b) -> float:
         if device.type == "cuda":
@@ -76,6 +74,36 @@ def measure_peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.d
         n *= 2
     best = min([first] + [timed(a, b) for _ in range(repeats if first < 0.5 else 1)])
     return 2 * n**3 / best
+
+
+def _known_gpu_peak(dtype: torch.dtype, device: torch.device) -> tuple[str, float] | None:
+    """(GPU name, vendor peak) for bf16/fp16 on a GPU of KNOWN_GPU_PEAKS, else None."""
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in KNOWN_GPU_PEAKS.items():
+        if key in name:
+            return key, peak
+    return None
+
+
+def peak_flops_source(dtype: torch.dtype = torch.float32,
+                      device: str | torch.device = "cpu") -> str:
+    """In words, the peak that measure_peak_flops(dtype, device) returns: a vendor figure or a
+    measurement on this machine."""
+    device = torch.device(device)
+    dtype_name = str(dtype).removeprefix("torch.")
+    if (known := _known_gpu_peak(dtype, device)) is not None:
+        return f"{known[0]} dense {dtype_name} tensor-core spec"
+    return f"measured {dtype_name} matmul peak of this {device.type}"
+
+
+def format_flops(flops: float) -> str:
+    """358e9 -> '358 GFLOP/s'."""
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {prefix}FLOP/s"
+    return f"{flops:.3g} FLOP/s"
 
 
 def mfu(tokens_per_s: float, flops_per_tok: int, peak_flops: float) -> float:

@@ -29,7 +29,7 @@ def test_hgpt_train_runs_and_resumes(shard_dir, tmp_path, capsys):
     assert main(_argv(shard_dir, out, "--max-steps", "3", "--checkpoint-every", "3")) == 0
     assert main(_argv(shard_dir, out, "--max-steps", "5", "--resume")) == 0
     printed = capsys.readouterr().out
-    assert "step      5 | loss" in printed and "checkpoint" in printed
+    assert "step 5/5 | loss" in printed and "checkpoint" in printed
     assert sorted(read_metrics(out)) == [1, 2, 3, 4, 5]
     assert read_metrics(out, "start")[3]["resumed_from"].endswith("step_00000003")
     assert json.loads((out / "result.json").read_text())["step"] == 5

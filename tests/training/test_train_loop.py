@@ -63,6 +63,11 @@ def test_train_reports_through_callbacks_and_writes_the_run_dir(shard_dir, tmp_p
     assert [p.name for p in list_checkpoints(cfg.out)] == ["step_00000016", "step_00000024"]
     assert result.step == 24 and result.tokens_seen == 24 * 256
     assert result.val_loss == rec.of("eval")[-1][2]["val_loss"]
+    last_eval = rec.of("eval")[-1][2]
+    # The tokens actually scored: eval_tokens (1024) in whole windows of seq_len (32), and bpb.
+    assert last_eval["val_tokens"] == result.val_tokens == 1024
+    assert result.val_bpb == last_eval["val_bpb"] and last_eval["val_bpb"] > 0
+    assert start["max_steps"] == 24 and "measured float32 matmul peak" in start["peak_flops_source"]
     assert result.checkpoint.endswith("step_00000024") and len(result.train_shards) == 2
     on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
     assert on_disk == result.to_dict() and rec.of("end")[0][1] == result
