@@ -11,9 +11,10 @@
 Each command prints its result as JSON on stdout; progress goes to stderr.
 
 Exit codes: 0 done; 1 the documents do not balance across stages (conservation); 2 a user error,
-one line on stderr saying what and where: an unreadable file or bad row (name and row; see
-`--on-error skip`), a bad argument, a missing input, a full disk, or another live process writing
-the same output (the lock's path and its holder: pid, host, since when).
+one line on stderr, "hgpt data: error: ...", saying what and where: an unreadable file or bad row
+(name and row; the line then points to `--on-error skip`), a bad argument, a missing input, a full
+disk, or another live process writing the same output (the lock's path and its holder: pid,
+host, since when).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+
+ERROR = "hgpt data: error:"
+
+
+class InputMissing(ValueError):
+    """--input is not a snapshot directory: nothing was read, so --on-error cannot help."""
 
 
 def _bar(name: str, total: int | None = None):
@@ -51,9 +59,12 @@ def _tokenize_cfg(args):
 
 
 def _snapshot(args):
-    from pipelines.sources import local_snapshot
+    from pipelines.sources import SourceError, local_snapshot
 
-    return local_snapshot(args.input)
+    try:
+        return local_snapshot(args.input)
+    except SourceError as exc:
+        raise InputMissing(f"--input {exc}") from None
 
 
 def cmd_snapshots(args) -> int:
@@ -108,7 +119,7 @@ def _run(snapshot, args) -> int:
     try:
         result = run_pipeline(snapshot, args.data_root, cfg, progress_factory=_bar)
     except ConservationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{ERROR} {exc}", file=sys.stderr)
         return 1
     c = result.conservation
     print(
@@ -130,7 +141,7 @@ def cmd_hub(args) -> int:
     try:
         snapshot = hub_snapshot(args.name, revision=args.revision, limit=args.limit_docs, max_files=args.max_files)
     except HubUnreachableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{ERROR} {exc}", file=sys.stderr)
         return 2
     return _run(snapshot, args)
 
@@ -159,10 +170,12 @@ def _guarded(func):
         try:
             return func(args)
         except (SourceError, ShardError, LockHeld, OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            if isinstance(exc, SourceError):
-                print("hint: `--on-error skip` records unreadable files, rejects bad rows and processes the rest",
-                      file=sys.stderr)
+            # The skip hint only where it applies: a file or row that could not be read, by a
+            # command that reads with --on-error raise.
+            hint = (isinstance(exc, SourceError) and getattr(args, "on_error", None) == "raise")
+            print(f"{ERROR} {exc}" + ("; `--on-error skip` records unreadable files, rejects bad "
+                                      "rows and processes the rest" if hint else ""),
+                  file=sys.stderr)
             return 2
 
     run.__name__ = func.__name__

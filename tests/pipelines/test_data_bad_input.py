@@ -169,8 +169,9 @@ def test_a_bad_value_without_skip_stops_with_one_line_naming_file_and_row(tmp_pa
     proc = _hgpt_data_run(_bad_value_snapshot(tmp_path, line), tmp_path / "data")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("hgpt data: error: ")]
     assert len(errors) == 1 and "b.jsonl:2:" in errors[0], proc.stderr  # the bad row is line 2 here
+    assert "--on-error skip" in errors[0]  # a bad row: skipping is what the user can do
     assert not (tmp_path / "data" / local_snapshot(tmp_path / "snap").key / "filtered").exists()
 
 
@@ -194,3 +195,16 @@ def test_a_self_looping_symlink_is_listed_as_skipped(tmp_path):
     assert sorted(skipped) == ["dangling.jsonl", "loop.parquet"], skipped
     assert "symbolic link" in skipped["loop.parquet"] and "missing" in skipped["dangling.jsonl"], skipped
     assert "skipped files: 2" in proc.stderr and "loop.parquet" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_a_missing_input_is_one_line_with_the_command_and_no_skip_hint(tmp_path, make):
+    d = tmp_path / "nonexistent"
+    if make == "empty":
+        d.mkdir()
+    proc = _hgpt_data_run(d, tmp_path / "data")
+    assert proc.returncode == 2
+    what = "not a directory" if make == "missing" else "no .parquet"
+    assert proc.stderr.startswith(f"hgpt data: error: --input {d}: {what}"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "--on-error" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "data").exists()

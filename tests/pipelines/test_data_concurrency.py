@@ -46,7 +46,7 @@ def _outputs(root: Path) -> dict[str, bytes]:
 
 def _assert_one_clear_line(err: str, *needles: str) -> str:
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    lines = [line for line in err.splitlines() if line.startswith("hgpt data: error:")]
     assert len(lines) == 1, err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
