@@ -9,8 +9,11 @@ candidate never takes the alias, and neither does one measured on other validati
 adapter then re-measures the champion if it is given a way to). `promote_if_better` is the
 MLflow adapter; mlflow is imported inside it only, so the rule imports without mlflow.
 
-Metrics live as tags on the model versions (`hgpt.val_loss`, `hgpt.val_tokens`, `hgpt.val_data`,
-`hgpt.hellaswag_acc_norm`): a version carries its own numbers wherever it is looked at.
+Metrics live as tags on the model versions (`hgpt.val_loss`, `hgpt.val_bpb`, `hgpt.val_tokens`,
+`hgpt.val_data`, `hgpt.hellaswag_acc_norm`): a version carries its own numbers wherever it is
+looked at. Bits per byte is recorded beside the loss in the decision (its numbers, and its
+reason when both sides have it); on the same validation tokens it orders models as the loss
+does, so the rule itself needs only the loss.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ TAG_PREFIX = "hgpt."
 # Metric keys. val_data identifies the validation tokens (e.g. the sha256 of the shard prefix);
 # two losses are comparable only on the same val_data and val_tokens.
 VAL_LOSS, VAL_TOKENS, VAL_DATA, ACC_NORM = "val_loss", "val_tokens", "val_data", "hellaswag_acc_norm"
-METRIC_KEYS = (VAL_LOSS, VAL_TOKENS, VAL_DATA, ACC_NORM)
+VAL_BPB = "val_bpb"
+METRIC_KEYS = (VAL_LOSS, VAL_BPB, VAL_TOKENS, VAL_DATA, ACC_NORM)
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,13 @@ def decide(
             return Decision(
                 False, f"not comparable: {key} differs (candidate {a}, champion {b})", numbers
             )
+    cand_bpb, champ_bpb = _float(candidate, VAL_BPB), _float(champion, VAL_BPB)
+    bpb = (f" ({VAL_BPB} {cand_bpb:.4f} vs {champ_bpb:.4f})"
+           if cand_bpb is not None and champ_bpb is not None else "")
     if cand_loss < champ_loss - min_delta:
-        return Decision(True, f"lower {VAL_LOSS}: {cand_loss:.6f} < {champ_loss:.6f}", numbers)
+        return Decision(True, f"lower {VAL_LOSS}: {cand_loss:.6f} < {champ_loss:.6f}{bpb}", numbers)
     if cand_loss > champ_loss + min_delta:
-        return Decision(False, f"higher {VAL_LOSS}: {cand_loss:.6f} > {champ_loss:.6f}", numbers)
+        return Decision(False, f"higher {VAL_LOSS}: {cand_loss:.6f} > {champ_loss:.6f}{bpb}", numbers)
     cand_acc, champ_acc = _float(candidate, ACC_NORM), _float(champion, ACC_NORM)
     if cand_acc is not None and champ_acc is not None and cand_acc > champ_acc:
         return Decision(

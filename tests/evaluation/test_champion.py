@@ -7,6 +7,7 @@ import torch
 
 from evaluation.champion import (
     ACC_NORM,
+    VAL_BPB,
     VAL_DATA,
     VAL_LOSS,
     VAL_TOKENS,
@@ -46,6 +47,13 @@ def test_decide(candidate, champion, promote, reason):
     assert decision.numbers["candidate_val_loss"] == candidate[VAL_LOSS] or candidate[VAL_LOSS] != candidate[VAL_LOSS]
     if champion and champion.get(VAL_LOSS) is not None:
         assert decision.numbers["champion_val_loss"] == champion[VAL_LOSS]
+
+
+def test_bits_per_byte_is_recorded_beside_the_loss():
+    decision = decide({**m(2.9), VAL_BPB: 1.2}, {**m(3.0), VAL_BPB: 1.25})
+    assert decision.promote
+    assert decision.reason == "lower val_loss: 2.900000 < 3.000000 (val_bpb 1.2000 vs 1.2500)"
+    assert (decision.numbers["candidate_val_bpb"], decision.numbers["champion_val_bpb"]) == (1.2, 1.25)
 
 
 def test_min_delta_makes_small_gains_a_tie():
@@ -100,7 +108,7 @@ def test_alias_moves_only_to_a_better_checkpoint(tmp_path, registry):
 
     def metrics(model):
         result = evaluate_loss(model, [shard], max_tokens=max_tokens, seq_len=32)
-        return {VAL_LOSS: result.loss, VAL_TOKENS: result.tokens,
+        return {VAL_LOSS: result.loss, VAL_BPB: result.bpb, VAL_TOKENS: result.tokens,
                 VAL_DATA: validation_fingerprint([shard], max_tokens)}
 
     def register(name, model):
@@ -129,6 +137,8 @@ def test_alias_moves_only_to_a_better_checkpoint(tmp_path, registry):
     assert not worse.promote and str(champion()) == v1
     assert worse.numbers["candidate_val_loss"] == mb[VAL_LOSS]
     assert worse.numbers["champion_val_loss"] == mg[VAL_LOSS]
+    assert worse.numbers["candidate_val_bpb"] == mb[VAL_BPB] > 0
+    assert float(client.get_model_version("hgpt-test", v2).tags["hgpt.val_bpb"]) == mb[VAL_BPB]
     assert client.get_model_version("hgpt-test", v2).tags["hgpt.decision"] == "kept"
 
     v3 = register("good-again", good)  # equal: does not take it either
