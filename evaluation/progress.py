@@ -4,6 +4,9 @@ seconds otherwise (a log file or a pipe gets no bar's carriage returns).
     with Progress("eval", total=n_tokens, unit="tok") as progress:
         progress.update_to(done)       # or progress.update(n), or update_to(done, total)
 
+Where the lines belong to a log of their own (a Dagster run's), `emit=context.log.info` sends
+them there instead of to stderr, never as a bar, so they are not shown twice.
+
 Each line says done/total, the rate and the time left:
 
     eval: 16384/65536 tok (25%) | 812 tok/s | eta 1m00s
@@ -34,16 +37,20 @@ def eta_seconds(done: float, total: float, elapsed: float) -> float | None:
 
 class Progress:
     """done/total of one task. `tty=None` decides by the stream (a bar only on a terminal);
-    without one a line is printed at most every `every_s` seconds, and once at the end."""
+    without one a line is printed at most every `every_s` seconds, and once at the end.
+    `emit(line)`, if given, receives the lines instead of the stream (and there is no bar)."""
 
     def __init__(self, desc: str, total: int, unit: str = "it", stream=None,
-                 every_s: float = 5.0, tty: bool | None = None):
+                 every_s: float = 5.0, tty: bool | None = None, emit=None):
         self.desc, self.total, self.unit = desc, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.every_s = every_s
+        self.emit = emit
         self.done = 0
         self.t0 = self._last = time.monotonic()
-        if tty is None:
+        if emit is not None:
+            tty = False
+        elif tty is None:
             isatty = getattr(self.stream, "isatty", None)
             tty = bool(isatty and isatty())
         self._bar = None
@@ -86,7 +93,10 @@ class Progress:
         return text
 
     def _line(self) -> None:
-        print(self.line(), file=self.stream, flush=True)
+        if self.emit is not None:
+            self.emit(self.line())
+        else:
+            print(self.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

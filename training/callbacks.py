@@ -81,15 +81,77 @@ class CallbackList(BaseCallback):
         self._call("on_train_end", result)
 
 
-class JsonlLogger(BaseCallback):
-    """Appends one JSON object per event to RUN_DIR/metrics.jsonl and prints a short line every
-    `print_every` steps (0: none, e.g. where another callback reports progress). Each record has
-    "event" (start/step/eval/checkpoint/end) and "step". A step line reads
+class ProgressLines(BaseCallback):
+    """The run as readable lines, handed to `emit` (print, a Dagster log): every `every`-th step
+    (0: none) and each eval and checkpoint. A step line reads
 
         step 40/80 | loss 6.479 | lr 3.9e-04 | norm 0.66 | 814 tok/s | mfu 41.3% of 358 GFLOP/s | eta 1m20s
 
-    (the MFU's peak is named in the start line; the ETA is the mean time per step of this run,
-    evaluations and checkpoints included, times the steps left).
+    The MFU's peak is named in words once, at the start. The ETA is this run's mean time per
+    step so far, evaluations and checkpoints included, times the steps left."""
+
+    def __init__(self, emit, every: int = 1):
+        self.emit, self.every = emit, every
+        self.max_steps, self.start_step, self.peak = None, 0, 0.0
+        self.t_start = time.monotonic()
+
+    def _step(self, step: int) -> str:
+        width = len(str(self.max_steps)) if self.max_steps else 6
+        total = f"/{self.max_steps}" if self.max_steps else ""
+        return f"step {step:{width}d}{total}"
+
+    def on_train_start(self, cfg, info):
+        from training.metrics import format_flops
+
+        self.start_step = info.get("start_step", 0)
+        self.max_steps = info.get("max_steps", getattr(cfg, "max_steps", None))
+        self.peak = info.get("peak_flops") or 0.0
+        self.t_start = time.monotonic()
+        if self.every <= 0:
+            return
+        self.emit(f"train: {json.dumps(info, default=str)}")
+        if self.peak:
+            self.emit(f"train: mfu = model FLOP/s / {format_flops(self.peak)}, the "
+                      f"{info.get('peak_flops_source', 'peak')}")
+
+    def on_step(self, step, metrics):
+        from evaluation.progress import eta_seconds, format_duration
+        from training.metrics import format_flops
+
+        if self.every <= 0 or step % self.every:
+            return
+        line = (f"{self._step(step)} | loss {metrics['loss']:.6f} | lr {metrics['lr']:.3e} | "
+                f"norm {metrics['grad_norm']:.4f} | {metrics['tokens_per_s']:.0f} tok/s | "
+                f"mfu {100 * metrics['mfu']:.1f}%")
+        if self.peak:
+            line += f" of {format_flops(self.peak)}"
+        if self.max_steps:
+            eta = eta_seconds(step - self.start_step, self.max_steps - self.start_step,
+                              time.monotonic() - self.t_start)
+            if eta is not None:
+                line += f" | eta {format_duration(eta)}"
+        self.emit(line)
+
+    def on_eval(self, step, metrics):
+        if self.every > 0:
+            bpb = f", {metrics['val_bpb']:.4f} bits/byte" if "val_bpb" in metrics else ""
+            on = f" on {metrics['val_tokens']:,} val tokens" if "val_tokens" in metrics else ""
+            self.emit(f"{self._step(step)} | val loss {metrics['val_loss']:.6f} nats/token{bpb}{on}")
+
+    def on_checkpoint(self, step, path):
+        if self.every > 0:
+            self.emit(f"{self._step(step)} | checkpoint {path}")
+
+    def on_train_end(self, result):
+        if self.every > 0:
+            self.emit(f"done: {json.dumps(result.to_dict(), default=str)}")
+
+
+class JsonlLogger(BaseCallback):
+    """Appends one JSON object per event to RUN_DIR/metrics.jsonl and prints the run's
+    ProgressLines to `stream` every `print_every` steps (0: prints nothing, e.g. where another
+    callback shows the lines). Each record has "event" (start/step/eval/checkpoint/end) and
+    "step".
 
     The file describes the run as it now stands: when a run starts at step S (a resume, or a
     fresh run over an old directory at S = 0), records of later steps, written by a run that was
@@ -99,10 +161,8 @@ class JsonlLogger(BaseCallback):
 
     def __init__(self, run_dir: str | os.PathLike, print_every: int = 1, stream=None):
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.print_every = print_every
         self.stream = stream or sys.stdout
-        self.max_steps, self.start_step, self.peak = None, 0, 0.0
-        self.t_start = time.monotonic()
+        self.lines = ProgressLines(self._print, print_every)
 
     def _write(self, record: dict) -> None:
         with naming_the_file(self.path), open(self.path, "a") as f:
@@ -122,66 +182,27 @@ class JsonlLogger(BaseCallback):
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def _printing(self, step: int) -> bool:
-        return self.print_every > 0 and step % self.print_every == 0
-
-    def _step(self, step: int) -> str:
-        width = len(str(self.max_steps)) if self.max_steps else 6
-        total = f"/{self.max_steps}" if self.max_steps else ""
-        return f"step {step:{width}d}{total}"
-
     def on_train_start(self, cfg, info):
-        from training.metrics import format_flops
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.start_step = info.get("start_step", 0)
-        self.max_steps = info.get("max_steps", getattr(cfg, "max_steps", None))
-        self.peak = info.get("peak_flops") or 0.0
-        self.t_start = time.monotonic()
-        self._keep_until(self.start_step)
-        self._write({"event": "start", "step": self.start_step, **info})
-        if self.print_every <= 0:
-            return
-        self._print(f"train: {json.dumps(info)}")
-        if self.peak:
-            self._print(f"train: mfu = model FLOP/s / {format_flops(self.peak)}, the "
-                        f"{info.get('peak_flops_source', 'peak')}")
+        self._keep_until(info.get("start_step", 0))
+        self._write({"event": "start", "step": info.get("start_step", 0), **info})
+        self.lines.on_train_start(cfg, info)
 
     def on_step(self, step, metrics):
-        from evaluation.progress import eta_seconds, format_duration
-        from training.metrics import format_flops
-
         self._write({"event": "step", "step": step, **metrics})
-        if not self._printing(step):
-            return
-        line = (f"{self._step(step)} | loss {metrics['loss']:.6f} | lr {metrics['lr']:.3e} | "
-                f"norm {metrics['grad_norm']:.4f} | {metrics['tokens_per_s']:.0f} tok/s | "
-                f"mfu {100 * metrics['mfu']:.1f}%")
-        if self.peak:
-            line += f" of {format_flops(self.peak)}"
-        if self.max_steps:
-            eta = eta_seconds(step - self.start_step, self.max_steps - self.start_step,
-                              time.monotonic() - self.t_start)
-            if eta is not None:
-                line += f" | eta {format_duration(eta)}"
-        self._print(line)
+        self.lines.on_step(step, metrics)
 
     def on_eval(self, step, metrics):
         self._write({"event": "eval", "step": step, **metrics})
-        if self.print_every > 0:
-            bpb = f", {metrics['val_bpb']:.4f} bits/byte" if "val_bpb" in metrics else ""
-            on = f" on {metrics['val_tokens']:,} val tokens" if "val_tokens" in metrics else ""
-            self._print(f"{self._step(step)} | val loss {metrics['val_loss']:.6f} nats/token{bpb}{on}")
+        self.lines.on_eval(step, metrics)
 
     def on_checkpoint(self, step, path):
         self._write({"event": "checkpoint", "step": step, "path": str(path)})
-        if self.print_every > 0:
-            self._print(f"{self._step(step)} | checkpoint {path}")
+        self.lines.on_checkpoint(step, path)
 
     def on_train_end(self, result):
         self._write({"event": "end", "step": result.step, **result.to_dict()})
-        if self.print_every > 0:
-            self._print(f"done: {json.dumps(result.to_dict())}")
+        self.lines.on_train_end(result)
 
 
 @contextlib.contextmanager

@@ -252,8 +252,7 @@ def print_summary(instance, ws: Workspace, mlflow, seconds: float) -> None:
         f"Done in {seconds:.0f}s.",
         f"  checkpoint:     {tm.get('model_dir', '?')}",
         f"  run directory:  {tm.get('run_dir', '?')}",
-        f"  val loss:       {em.get('val_loss', float('nan')):.4f} "
-        f"(unigram baseline {em.get('unigram_baseline', float('nan')):.4f})",
+        *_val_lines(em, tm),
         f"  registered:     {tm.get('registered_model', '?')}   champion: {em.get('champion_decision', '?')}",
         f"  samples:        {Path(str(tm.get('run_dir', '.'))) / 'samples.md'}",
         f"  data:           {ws.data}",
@@ -268,6 +267,24 @@ def print_summary(instance, ws: Workspace, mlflow, seconds: float) -> None:
         "  (MLflow opens in GenAI mode: choose \"Model training\" to see the runs)",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _val_lines(em: dict, tm: dict) -> list[str]:
+    """The held-out numbers, each with the tokens it was measured on: the evaluation asset's,
+    and training's last periodic one (a smaller prefix of the same val shards, so it differs)."""
+    nan = float("nan")
+    lines = [f"  val loss:       {em.get('val_loss', nan):.4f} nats/token, "
+             f"{em.get('val_bpb', nan):.4f} bits/byte on {_count(em.get('val_tokens'))} val tokens "
+             f"(evaluation; unigram baseline {em.get('unigram_baseline', nan):.4f})"]
+    if isinstance(tm.get("val_loss"), (int, float)):
+        lines.append(f"  training's val: {tm['val_loss']:.4f} nats/token, {tm.get('val_bpb', nan):.4f} "
+                     f"bits/byte on the first {_count(tm.get('val_tokens'))} of them (eval_tokens, "
+                     f"at the last step)")
+    return lines
+
+
+def _count(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
 
 
 def _execute(defs, job: str, what: str, done: str, run_config: dict, instance, tags: dict,

@@ -86,31 +86,6 @@ class MLflowCallback:
         self.mlflow.end_run(status=status)
 
 
-class PipesCallback:
-    """Streams progress into the Dagster run: a log line per `every` steps and at each eval."""
-
-    def __init__(self, pipes, every: int = 1):
-        self.pipes = pipes
-        self.every = max(1, every)
-
-    def on_train_start(self, cfg, info):
-        self.pipes.log.info(f"training started: {json.dumps(info, default=str)}")
-
-    def on_step(self, step, metrics):
-        if step % self.every == 0:
-            shown = {k: round(float(metrics[k]), 6) for k in STEP_METRICS if k in metrics}
-            self.pipes.log.info(f"step {step}: {json.dumps(shown)}")
-
-    def on_eval(self, step, metrics):
-        self.pipes.log.info(f"eval at step {step}: {json.dumps(metrics)}")
-
-    def on_checkpoint(self, step, path):
-        self.pipes.log.info(f"checkpoint at step {step}: {path}")
-
-    def on_train_end(self, result):
-        self.pipes.log.info(f"training finished: {json.dumps(result.to_dict(), default=str)}")
-
-
 def _raise_interrupt(signum, frame):  # before train() installs its own handlers
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -121,7 +96,7 @@ def _interrupted(exc: BaseException) -> bool:
 
 def run(spec: dict, pipes=None) -> dict:
     from training import train
-    from training.callbacks import JsonlLogger
+    from training.callbacks import JsonlLogger, ProgressLines
     from training.config import TrainConfig
 
     cfg = TrainConfig.from_dict(spec["train_config"])
@@ -129,9 +104,12 @@ def run(spec: dict, pipes=None) -> dict:
     callbacks: list = []
     tracker = None
     if rank == 0:
-        callbacks.append(JsonlLogger(cfg.out, print_every=max(1, cfg.log_every)))
+        every = max(1, cfg.log_every)
+        # Under Dagster the lines go into the run's log only: printed as well, they would reach
+        # the console twice (once as the child's stdout, once as a Dagster log entry).
+        callbacks.append(JsonlLogger(cfg.out, print_every=0 if pipes is not None else every))
         if pipes is not None:
-            callbacks.append(PipesCallback(pipes, every=max(1, cfg.log_every)))
+            callbacks.append(ProgressLines(pipes.log.info, every))
         mlflow_spec = spec.get("mlflow") or {}
         if mlflow_spec.get("run_id"):
             tracker = MLflowCallback(mlflow_spec["tracking_uri"], mlflow_spec["run_id"],

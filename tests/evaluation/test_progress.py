@@ -33,3 +33,13 @@ def test_eta_and_durations():
     assert eta_seconds(0, 10, 5.0) is None
     assert eta_seconds(5, 10, 5.0) == 5.0
     assert [format_duration(s) for s in (3, 65, 7380)] == ["3s", "1m05s", "2h03m"]
+
+
+def test_emit_takes_the_lines_instead_of_the_stream():
+    out, got = io.StringIO(), []
+    with Progress("eval val", total=10, stream=out, tty=True, emit=got.append, every_s=0) as p:
+        p.update(5)
+        p.update(5)
+    assert out.getvalue() == ""
+    assert len(got) == 2 and got[0].startswith("eval val: 5/10 it (50%)")
+    assert got[1].startswith("eval val: 10/10 it (100%)")

@@ -99,9 +99,13 @@ def test_checkpoint_records_the_snapshots_it_trained_on(materialized):
 def test_training_streams_steps_into_the_dagster_run(materialized, instance):
     logs = [e.user_message for e in instance.all_logs(materialized["train"].run_id)]
     assert any(m.startswith("starting: ") and "training.launch" in m for m in logs)
-    steps = [m for m in logs if m.startswith("step ") and '"loss"' in m]
-    assert len(steps) >= 10  # log_every=5 over 60 steps
-    assert any("eval at step 60" in m for m in logs)
+    steps = [m for m in logs if m.startswith("step ") and "| loss " in m]
+    assert len(steps) == 12  # log_every=5 over 60 steps, each once
+    assert steps[-1].startswith("step 60/60 | loss ") and " | eta " in steps[-1]
+    assert any(m.startswith("train: mfu = model FLOP/s / ") for m in logs)
+    assert any(m.startswith("step 60/60 | val loss ") and "bits/byte on 4,096 val tokens" in m
+               for m in logs)
+    assert any(m.startswith("eval val: 4096/4096 tok (100%)") for m in logs)  # the evaluation asset
 
 
 def test_one_mlflow_run_per_materialization_with_tags(materialized):
@@ -136,7 +140,7 @@ def test_training_run_has_curves_system_metrics_checkpoints_and_registered_model
     client = MlflowClient(materialized["tracking"])
     meta = _materializations(materialized["train"])["trained_checkpoint"].metadata
     run = client.get_run(meta["mlflow_run_id"].value)
-    for name in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss"):
+    for name in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_bpb", "val_tokens"):
         assert name in run.data.metrics, name
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 60
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
@@ -189,3 +193,20 @@ def test_rematerializing_a_partition_gives_the_same_shards_and_asks_for_retraini
     second = evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
                                             cursor=first.cursor)
     assert second.get_num_requested(train_key) == 1
+
+
+def test_bits_per_byte_beside_every_loss(materialized):
+    from mlflow import MlflowClient
+
+    mats = _materializations(materialized["train"])
+    train_meta, eval_meta = mats["trained_checkpoint"].metadata, mats["evaluation"].metadata
+    assert train_meta["val_tokens"].value == 4096 and train_meta["val_bpb"].value > 0
+    assert "first 4,096 tokens of the val shards" in train_meta["val_loss_measured_on"].value
+    assert eval_meta["val_tokens"].value == 4096 and 0 < eval_meta["val_bpb"].value < 20
+    assert eval_meta["val_bytes"].value > eval_meta["val_tokens"].value  # tokens hold bytes
+    assert "first 4,096 tokens of the val shards" in eval_meta["val_loss_measured_on"].value
+    client = MlflowClient(materialized["tracking"])
+    run = client.get_run(eval_meta["mlflow_run_id"].value)
+    assert run.data.metrics["val_bpb"] == eval_meta["val_bpb"].value
+    version = client.get_model_version("homebrew-gpt2", train_meta["registered_model_version"].value)
+    assert float(version.tags["hgpt.val_bpb"]) == eval_meta["val_bpb"].value

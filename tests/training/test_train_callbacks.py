@@ -18,7 +18,7 @@ def test_step_and_eval_lines(tmp_path):
     out = io.StringIO()
     log = JsonlLogger(tmp_path, print_every=10, stream=out)
     log.on_train_start(SimpleNamespace(max_steps=80), INFO)
-    log.t_start -= 40.0  # 40 s for the first 40 steps: 40 s left
+    log.lines.t_start -= 40.0  # 40 s for the first 40 steps: 40 s left
     for step in range(1, 41):
         log.on_step(step, STEP)
     log.on_eval(40, EVAL)
@@ -39,7 +39,7 @@ def test_resumed_run_counts_eta_from_its_own_steps(tmp_path):
     out = io.StringIO()
     log = JsonlLogger(tmp_path, print_every=1, stream=out)
     log.on_train_start(SimpleNamespace(max_steps=80), {**INFO, "start_step": 70})
-    log.t_start -= 5.0  # 5 s for steps 71..75: 5 s for the last 5
+    log.lines.t_start -= 5.0  # 5 s for steps 71..75: 5 s for the last 5
     log.on_step(75, STEP)
     assert out.getvalue().splitlines()[-1].split("| eta ")[1] in ("5s", "4s", "6s")
 

@@ -194,9 +194,16 @@ def trained_checkpoint(context: AssetExecutionContext, config: TrainingConfig,
             "model_dir": MetadataValue.path(str(model_dir)),
             **{k: v for k, v in reported.items() if k != "train_result"},
         }
-        for k in ("train_loss", "val_loss", "step", "tokens_seen"):
+        for k in ("train_loss", "val_loss", "val_bpb", "val_tokens", "step", "tokens_seen"):
             if isinstance(result.get(k), (int, float)):
                 metadata[k] = result[k]
+        if isinstance(result.get("val_tokens"), int):
+            # Training's own check on a prefix of the val shards (eval_tokens, kept small for
+            # speed); the evaluation asset scores up to its max_tokens of them, so its number
+            # can differ.
+            metadata["val_loss_measured_on"] = (
+                f"the first {result['val_tokens']:,} tokens of the val shards (eval_tokens "
+                f"{cfg.eval_tokens:,} in whole windows), at step {result.get('step')}")
         if run is not None:
             run.log_dict({**lineage, "inputs": inputs}, "lineage.json")
             run.log_artifacts(model_dir, "final_checkpoint")
@@ -269,6 +276,7 @@ def unigram_baseline(train_files: list[Path], targets, max_train_tokens: int = 5
 def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
                workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
     from evaluation.heldout import evaluate_loss, validation_windows
+    from evaluation.progress import Progress
     from model.checkpoint import load_model
 
     trained = _trained(context)
@@ -284,13 +292,16 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
     model = load_model(model_dir, device=device)
     seq_len = model.config.block_size
     with mlflow.asset_run(context, tags={"hgpt.snapshot_keys": ",".join(keys)}) as run:
-        held = evaluate_loss(model, val, max_tokens=config.max_tokens, batch_size=config.batch_size,
-                             seq_len=seq_len, device=device)
+        # Progress as lines in the run's log (every 10 s), not a bar on the process's stderr.
+        with Progress("eval val", total=0, unit="tok", every_s=10, emit=context.log.info) as progress:
+            held = evaluate_loss(model, val, max_tokens=config.max_tokens,
+                                 batch_size=config.batch_size, seq_len=seq_len, device=device,
+                                 progress=progress.update_to)
         # The same targets evaluate_loss scored: every window's tokens after the first.
         unigram = unigram_baseline(train, validation_windows(val, config.max_tokens, seq_len)[:, 1:])
         baseline = unigram["unigram_cross_entropy"]
-        out = {"val_loss": held.loss, "val_perplexity": held.perplexity, "val_tokens": held.tokens,
-               **unigram, "snapshot_keys": keys,
+        out = {"val_loss": held.loss, "val_bpb": held.bpb, "val_perplexity": held.perplexity,
+               "val_tokens": held.tokens, "val_bytes": held.bytes, **unigram, "snapshot_keys": keys,
                "val_data": hash_strings(f"{p.parent.parent.name}/{p.name}" for p in val)}
         if config.hellaswag_path:
             from evaluation.hellaswag import evaluate_hellaswag
@@ -299,8 +310,12 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
             out.update({"hellaswag_acc": hs["acc"], "hellaswag_acc_norm": hs["acc_norm"], "hellaswag_n": hs["n"]})
         metadata = {
             "val_loss": held.loss,
+            "val_bpb": held.bpb,
             "val_perplexity": held.perplexity,
             "val_tokens": held.tokens,
+            "val_bytes": held.bytes,
+            "val_loss_measured_on": f"the first {held.tokens:,} tokens of the val shards "
+            f"({len(val)} val_*.bin of {', '.join(keys)}; max_tokens {config.max_tokens:,})",
             "unigram_baseline": baseline,
             "unigram_entropy_train": unigram["unigram_entropy_train"],
             "model_dir": MetadataValue.path(str(model_dir)),
@@ -313,7 +328,8 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
             if version:
                 from evaluation.champion import promote_if_better
 
-                metrics = {"val_loss": held.loss, "val_tokens": held.tokens, "val_data": out["val_data"]}
+                metrics = {"val_loss": held.loss, "val_bpb": held.bpb, "val_tokens": held.tokens,
+                           "val_data": out["val_data"]}
                 if "hellaswag_acc_norm" in out:
                     metrics["hellaswag_acc_norm"] = out["hellaswag_acc_norm"]
                 decision = promote_if_better(mlflow.registered_model_name, version, metrics,
@@ -328,7 +344,7 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
         check_name="val_loss_below_unigram_baseline",
         passed=bool(passed),
         severity=AssetCheckSeverity.ERROR,
-        metadata={"val_loss": held.loss, "unigram_baseline": baseline,
+        metadata={"val_loss": held.loss, "val_bpb": held.bpb, "unigram_baseline": baseline,
                   "margin": baseline - held.loss if math.isfinite(held.loss) else float("nan")},
     )
     return MaterializeResult(metadata=metadata, check_results=[check])
