@@ -1,57 +1,97 @@
-"""Stage 2: remove exact and near duplicates, within a snapshot and against earlier snapshots.
+"""Stage 2: remove exact and near duplicates, as a parallel, disk-based pipeline (datatrove's way).
 
-Exact: a 64-bit hash of the normalised text (lowercase, punctuation dropped, whitespace folded).
-Near: MinHash with FineWeb's parameters (word 5-grams, 14 buckets x 8 hashes); two documents
-are near duplicates when all 8 hashes of any one bucket agree (LSH). The first document seen
-is kept, later ones are recorded in `duplicates.parquet` with what they duplicate.
+Exact: a 64-bit hash of the normalised text. Near: MinHash with FineWeb's parameters (word
+5-grams, 14 buckets x 8 hashes); two documents are near duplicates when all 8 hashes of any one
+bucket agree (LSH), and duplicates are taken transitively (a cluster is a connected component).
+Of each cluster the document with the smallest index in `kept.parquet` (source order) is kept; the
+others are recorded in `duplicates.parquet` with the kept one they duplicate.
 
-The index directory holds one file of hashes per snapshot plus `order.json`, the order in which
-snapshots were first deduplicated. A snapshot is compared only with snapshots registered before
-it, so a rerun of the same snapshot gives the same output (it never matches itself) and a new
-snapshot does not re-add what earlier ones had.
+Normalisation, shingling, hashing and the MinHash permutations are datatrove's (simplify_text,
+xxhash64 of each space-joined 5-gram's UTF-8, the same seeded parameters), so a document gets the same
+signature as under datatrove's MinhashDedupSignature; tests/pipelines/test_data_dedup_datatrove.py
+checks that the decisions agree.
 
-Snapshots deduplicated side by side (Dagster runs two partitions at once) take turns on the
-index: each holds `index_dir/.lock` from reading `order.json` to registering itself, so the one
-that waits compares against the other's finished index, exactly as if they had run one after the
-other. A snapshot is registered only once its index file is complete, and `order.json` is
-replaced atomically, so a reader always sees a complete list of complete snapshots.
+The work is done by tasks over slices of the input, each with its own completion record in a work
+directory beside the output, so a rerun after a crash redoes only the tasks that did not finish:
 
-    hgpt data dedup --kept /tmp/hgpt/filtered/kept.parquet --out /tmp/hgpt/dedup --index /tmp/hgpt/index
+1. signatures, task i of n (a range of row groups): per bucket (and one for the exact hash), runs
+   of (key, document index) sorted by key, at most `run_rows` entries held at a time;
+2. matching, one task per bucket: a k-way merge of every run of that bucket (and, across
+   snapshots, of the earlier snapshots' index); each document sharing a key with the group's first
+   (smallest index) gives a pair, written to disk;
+3. clusters: a union-find over the pairs, whose root is the smallest index; it holds one entry
+   per document that has a duplicate (as datatrove's does), never the corpus;
+4. removal, task i of n: each task filters its slice against the sorted removal file and writes its
+   part; the parts are merged in task order into row groups of fixed size, so the output is
+   byte-identical whatever the number of tasks and workers.
+
+Conservation (documents in = kept + exact + near) is checked per task and for the snapshot.
+
+Scope. By default a snapshot is deduplicated on its own (FineWeb deduplicated each dump on its
+own and found that deduplicating across dumps made the data worse). With `cross_snapshot` it is
+also compared with every snapshot registered in the index before it: their signature files are
+merged from disk, bucket by bucket, like this snapshot's own runs. Every snapshot deduplicated
+with an index directory writes its signatures there (`<key>.parquet`, sorted per bucket, and
+`<key>.ids.parquet`) and is then appended to `order.json`. A snapshot is compared only with
+snapshots registered before it, so a rerun gives the same output (it never matches itself).
+Cross-snapshot runs side by side take turns on the index (`index_dir/.lock`, held from reading
+`order.json` to registering), so the one that waits compares with the other's finished index,
+exactly as if they had run one after the other; a snapshot is registered only once its files are
+complete, and `order.json` is replaced atomically.
+
+    hgpt data dedup --kept /tmp/hgpt/filtered/kept.parquet --out /tmp/hgpt/dedup [--index /tmp/hgpt/index]
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import hashlib
+import functools
 import json
+import math
 import os
-import re
+import shutil
 import sys
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import regex
+import xxhash  # installed with datasets (a dependency); datatrove's MinHash hashes shingles with it
 
 from pipelines import atomic
+from pipelines.filtering import _PARQUET_OPTS, KEPT_SCHEMA
 from pipelines.locking import LockHeld, exclusive_lock
-from pipelines.filtering import KEPT_SCHEMA, _PARQUET_OPTS
+from pipelines.parallel import ordered_map, process_pool
 
-STAGE_VERSION = "dedup-1"
+STAGE_VERSION = "dedup-2"
 DUP_SCHEMA = pa.schema(
     [("id", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()),
      ("kind", pa.string()), ("duplicate_of", pa.string())]
 )
-_INDEX_SCHEMA = pa.schema([("kind", pa.string()), ("hash", pa.uint64()), ("id", pa.string())])
+# One snapshot's signatures in the index: bucket -1 is the exact hash; rows sorted by
+# (bucket, hash) and each row group holds one bucket, so a merge reads a bucket's row groups only.
+_INDEX_SCHEMA = pa.schema([("bucket", pa.int16()), ("hash", pa.uint64()), ("doc", pa.int64())])
+_IDS_SCHEMA = pa.schema([("id", pa.string())])
+_RUN = np.dtype([("k", "<u8"), ("i", "<i8")])
 _PRIME = np.uint64((1 << 61) - 1)
+_SNAP_SHIFT = 40  # global document index = snapshot position << 40 | row (2^40 rows per snapshot)
+_EXACT = "exact"
+_KIND = {1: "exact", 2: "near"}
+OUTPUT_ROW_GROUP = 2048  # rows per row group of kept/duplicates.parquet, whatever the tasks
 
 
 @dataclass(frozen=True)
 class DedupConfig:
-    """MinHash parameters (FineWeb's by default) and switches."""
+    """MinHash parameters (FineWeb's by default), scope, and the settings that bound memory.
+
+    Memory of a signature task: about 16 B x `run_rows` x (num_buckets + 1) plus one batch of
+    `batch_rows` documents; of a matching task: 16 B x `merge_rows` in all, whatever the number
+    of runs. `tasks` (0: one per ~`task_rows` documents, at least `workers`) and `workers` (1: in
+    this process) change how the work is cut, never the output."""
 
     exact: bool = True
     minhash: bool = True
@@ -59,11 +99,24 @@ class DedupConfig:
     num_buckets: int = 14
     hashes_per_bucket: int = 8
     seed: int = 1
+    cross_snapshot: bool = False
     batch_rows: int = 512
+    run_rows: int = 100_000
+    merge_rows: int = 1 << 21
+    task_rows: int = 50_000
+    tasks: int = 0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.n_grams < 1 or self.num_buckets < 1 or self.hashes_per_bucket < 1:
             raise ValueError("n_grams, num_buckets and hashes_per_bucket must be >= 1")
+        if min(self.batch_rows, self.run_rows, self.merge_rows, self.task_rows, self.workers) < 1 or self.tasks < 0:
+            raise ValueError("batch_rows, run_rows, merge_rows, task_rows and workers must be >= 1, tasks >= 0")
+
+    def output_fields(self) -> dict:
+        """The settings the output depends on (the fingerprint); the others only cut the work."""
+        cut = {"batch_rows", "run_rows", "merge_rows", "task_rows", "tasks", "workers"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in cut}
 
 
 @dataclass
@@ -78,6 +131,8 @@ class DedupResult:
     kept_sha256: str
     index_file: str
     fingerprint: str
+    scope: str = "snapshot"
+    tasks: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,54 +142,452 @@ class DedupResult:
         return self.docs_in == self.kept + self.exact_duplicates + self.near_duplicates
 
 
-_PUNCT_RE = re.compile(r"[^\w\s]|_")
-_SPACE_RE = re.compile(r"\s+")
-_DIGITS_RE = re.compile(r"\d+")
+# --- normalisation and signatures (datatrove's simplify_text, shingles and parameters) ----------
+
+# datatrove.utils.text.PUNCTUATION: these characters and the C0/C1 controls become spaces.
+_PUNCTUATION = "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»" + "".join(
+    map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b))))
+_PUNCT_TRANS = str.maketrans(_PUNCTUATION, " " * len(_PUNCTUATION))
+_NUMBERS_RE = regex.compile(r"\p{Nd}+([.,،٫⎖⎗⎘]{1}\p{Nd}+)?")
+_SPACE_RE = regex.compile(r"\s+")
 
 
 def normalise(text: str) -> str:
     """Lowercase, numbers folded to 0, punctuation and accents dropped, whitespace folded: the
     text two copies of a page share even when boilerplate spacing or casing differs."""
-    text = _DIGITS_RE.sub("0", text.lower())
-    text = _SPACE_RE.sub(" ", _PUNCT_RE.sub(" ", text)).strip()
+    text = _NUMBERS_RE.sub("0", text.lower()).translate(_PUNCT_TRANS)
+    text = _SPACE_RE.sub(" ", text.strip())
     if not text.isascii():
         text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-    return text
-
-
-def _h64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    return text.strip()
 
 
 def exact_hash(text: str) -> int:
-    return _h64(normalise(text).encode())
+    return xxhash.xxh64_intdigest(normalise(text).encode())
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: folds a bucket's 8 hashes into one well-spread 64-bit key."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 class MinHasher:
-    """Signatures of word n-gram sets; bucket keys mix the bucket number in."""
+    """Signatures of word n-gram sets; a bucket's key is its 8 hashes folded into 64 bits (a chance
+    collision of two different tuples has probability ~2^-64 per pair)."""
 
     def __init__(self, cfg: DedupConfig):
         self.cfg = cfg
-        rng = np.random.default_rng(cfg.seed)
         n = cfg.num_buckets * cfg.hashes_per_bucket
-        self.a = rng.integers(1, (1 << 31) - 1, size=n, dtype=np.uint64)
-        self.b = rng.integers(0, (1 << 31) - 1, size=n, dtype=np.uint64)
+        gen = np.random.RandomState(cfg.seed)  # datatrove's generator and draws, in its order
+        self.a = gen.randint(1, _PRIME, dtype=np.uint64, size=(1, n))
+        self.b = gen.randint(0, _PRIME, dtype=np.uint64, size=(1, n))
+
+    def shingles(self, normalised: str) -> np.ndarray:
+        words = normalised.split()
+        n = self.cfg.n_grams
+        # Fewer words than n give no n-gram and no signature (as in datatrove): such a document
+        # is never a near duplicate (an identical one is still an exact duplicate).
+        grams = zip(*(words[i:] for i in range(n)))
+        return np.fromiter((xxhash.xxh64_intdigest(" ".join(g).encode()) for g in grams), dtype=np.uint64)
+
+    def signature(self, normalised: str) -> np.ndarray | None:
+        x = self.shingles(normalised)
+        if not x.size:
+            return None
+        sig = np.full(self.a.shape[1], np.iinfo(np.uint64).max, dtype=np.uint64)
+        for start in range(0, len(x), 4096):  # chunks bound memory on very long documents
+            chunk = x[start: start + 4096, None]
+            sig = np.minimum(sig, ((chunk * self.a + self.b) % _PRIME).min(axis=0))
+        return sig.reshape(self.cfg.num_buckets, self.cfg.hashes_per_bucket)
+
+    def keys(self, sig: np.ndarray) -> np.ndarray:
+        h = np.zeros(sig.shape[:-1], dtype=np.uint64)
+        for j in range(sig.shape[-1]):
+            h = _mix(h ^ sig[..., j])
+        return h
 
     def bucket_keys(self, text: str) -> list[int]:
-        words = normalise(text).split()
-        if not words:
-            return []
-        n = self.cfg.n_grams
-        # 32-bit shingle hashes keep a*x+b inside uint64 before the modulo
-        shingles = {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
-        x = np.fromiter((_h64(s.encode()) & 0xFFFFFFFF for s in sorted(shingles)), dtype=np.uint64, count=len(shingles))
-        sig = np.full(self.a.shape, np.iinfo(np.uint64).max, dtype=np.uint64)
-        for start in range(0, len(x), 4096):  # chunks bound memory on very long documents
-            chunk = x[start : start + 4096, None]
-            sig = np.minimum(sig, ((chunk * self.a[None, :] + self.b[None, :]) % _PRIME).min(axis=0))
-        sig = sig.reshape(self.cfg.num_buckets, self.cfg.hashes_per_bucket)
-        return [_h64(bytes([i]) + row.tobytes()) for i, row in enumerate(sig)]
+        sig = self.signature(normalise(text))
+        return [] if sig is None else [int(k) for k in self.keys(sig)]
 
+
+# --- work directory, completion records ---------------------------------------------------------
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    """Write an array under its final name only once it is complete (a crash leaves a tmp file)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _recorded(where):
+    """A task that writes its completion record (its result) last, and is skipped on a rerun once
+    that record exists: a crash redoes only the tasks that did not finish."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(job: dict) -> dict:
+            done = Path(job["work"]) / where(job)
+            if (rec := _record(done)) is not None:
+                return rec
+            rec = fn(job)
+            atomic.write_json_atomic(done, rec)
+            return rec
+        return run
+    return wrap
+
+
+def _bucket_names(cfg: DedupConfig) -> list[str]:
+    return ([_EXACT] if cfg.exact else []) + ([f"b{b:02d}" for b in range(cfg.num_buckets)] if cfg.minhash else [])
+
+
+def _bucket_number(name: str) -> int:
+    return -1 if name == _EXACT else int(name[1:])
+
+
+def plan_tasks(kept_parquet: Path, cfg: DedupConfig) -> list[tuple[int, int, int, int]]:
+    """(first row group, end row group, first row, end row) of each task: contiguous slices."""
+    meta = pq.ParquetFile(kept_parquet).metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    total = sum(sizes)
+    n = cfg.tasks or max(cfg.workers, math.ceil(total / cfg.task_rows))
+    n = max(1, min(n, len(sizes)))
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+    bounds = [round(i * len(sizes) / n) for i in range(n + 1)]
+    return [(g0, g1, starts[g0], starts[g1]) for g0, g1 in zip(bounds, bounds[1:])]
+
+
+# --- stage 1: signatures ------------------------------------------------------------------------
+
+@_recorded(lambda job: f"sig/{job['task']:05d}.done.json")
+def _signature_task(job: dict) -> dict:
+    work, i = Path(job["work"]), job["task"]
+    cfg = DedupConfig(**job["cfg"])
+    g0, g1, row, _ = job["slice"]
+    out = work / "sig" / f"{i:05d}"
+    shutil.rmtree(out, ignore_errors=True)  # a crashed attempt's runs
+    out.mkdir(parents=True)
+    hasher = MinHasher(cfg)
+    names = _bucket_names(cfg)
+    pending: dict[str, list[np.ndarray]] = {b: [] for b in names}
+    held, runs, docs = 0, 0, 0
+
+    def flush() -> None:
+        nonlocal held, runs
+        for b in names:
+            arr = np.concatenate(pending[b]) if pending[b] else np.empty(0, _RUN)
+            arr.sort(order=("k", "i"))
+            _save(out / f"r{runs:04d}_{b}.npy", arr)
+            pending[b] = []
+        held, runs = 0, runs + 1
+
+    pf = pq.ParquetFile(job["kept"])
+    for batch in pf.iter_batches(batch_size=cfg.batch_rows, row_groups=list(range(g0, g1)), columns=["text"]):
+        texts = batch.column(0).to_pylist()
+        idx = np.arange(row, row + len(texts), dtype=np.int64)
+        norm = [normalise(t or "") for t in texts]
+        if cfg.exact:
+            rec = np.empty(len(texts), _RUN)
+            rec["k"] = np.fromiter((xxhash.xxh64_intdigest(t.encode()) for t in norm), np.uint64, len(norm))
+            rec["i"] = idx
+            pending[_EXACT].append(rec)
+        if cfg.minhash:
+            sigs = [hasher.signature(t) for t in norm]
+            have = [j for j, s in enumerate(sigs) if s is not None]
+            if have:
+                keys = hasher.keys(np.stack([sigs[j] for j in have]))  # (docs, buckets)
+                for b in range(cfg.num_buckets):
+                    rec = np.empty(len(have), _RUN)
+                    rec["k"], rec["i"] = keys[:, b], idx[have]
+                    pending[f"b{b:02d}"].append(rec)
+        row += len(texts)
+        docs += len(texts)
+        held += len(texts)
+        if held >= cfg.run_rows:
+            flush()
+    if held or not runs:
+        flush()
+    return {"task": i, "docs": docs, "runs": runs}
+
+
+# --- stage 2: per-bucket matching ---------------------------------------------------------------
+
+def _npy_chunks(path: Path, rows: int, base: int) -> Iterator[np.ndarray]:
+    """One sorted run of this snapshot, with global document indices."""
+    arr = np.load(path, mmap_mode="r")
+    for start in range(0, len(arr), rows):
+        part = np.array(arr[start: start + rows])
+        part["i"] += base
+        yield part
+
+
+def _index_chunks(path: Path, bucket: int, base: int, rows: int) -> Iterator[np.ndarray]:
+    """One bucket of an earlier snapshot's index, as sorted runs with global document indices."""
+    pf = pq.ParquetFile(path)
+    meta = pf.metadata
+    col = pf.schema_arrow.get_field_index("bucket")
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(col).statistics
+        if stats is None or stats.min != bucket:
+            continue
+        t = pf.read_row_group(g, columns=["hash", "doc"])
+        for start in range(0, t.num_rows, rows):
+            part = t.slice(start, rows)
+            rec = np.empty(part.num_rows, _RUN)
+            rec["k"] = part["hash"].to_numpy()
+            rec["i"] = part["doc"].to_numpy() + base
+            yield rec
+
+
+def merge_runs(sources: list[Iterator[np.ndarray]]) -> Iterator[np.ndarray]:
+    """k-way merge of sorted runs, a block at a time: each block holds every remaining entry with
+    a key up to the smallest last key among the buffers of runs that have more to give, sorted by
+    (key, index). Memory: one chunk per run."""
+    bufs: list[np.ndarray | None] = [next(s, None) for s in sources]
+    more = [b is not None for b in bufs]
+    while True:
+        for j, s in enumerate(sources):  # refill emptied buffers of runs that have more
+            while more[j] and (bufs[j] is None or not len(bufs[j])):
+                bufs[j] = next(s, None)
+                if bufs[j] is None:
+                    more[j] = False
+        live = [b for b in bufs if b is not None and len(b)]
+        if not live:
+            return
+        bounds = [bufs[j]["k"][-1] for j in range(len(bufs)) if more[j] and bufs[j] is not None and len(bufs[j])]
+        bound = min(bounds) if bounds else None
+        parts = []
+        for j, b in enumerate(bufs):
+            if b is None or not len(b):
+                continue
+            cut = len(b) if bound is None else int(np.searchsorted(b["k"], bound, side="right"))
+            parts.append(b[:cut])
+            bufs[j] = b[cut:]
+        block = np.concatenate(parts)
+        yield block[np.lexsort((block["i"], block["k"]))]
+
+
+@_recorded(lambda job: f"pairs/{job['bucket']}.done.json")
+def _match_task(job: dict) -> dict:
+    """Pairs (group's first, member) for documents sharing a key in one bucket, and this snapshot's
+    distinct keys with their first document (the index it registers)."""
+    work, name = Path(job["work"]), job["bucket"]
+    base, chunk = job["base"], job["chunk"]
+    sources = [_npy_chunks(work / "sig" / f"{t:05d}" / f"r{r:04d}_{name}.npy", chunk, base)
+               for t, runs in enumerate(job["runs"]) for r in range(runs)]
+    sources += [_index_chunks(Path(p), _bucket_number(name), b, chunk) for p, b in job["earlier"]]
+    tmp_pairs = work / "pairs" / f".{name}.pairs.tmp-{os.getpid()}"
+    tmp_index = work / "pairs" / f".{name}.index.tmp-{os.getpid()}"
+    n_pairs = n_index = 0
+    carry_key, carry_first, carry_cur = None, 0, False
+    with open(tmp_pairs, "wb") as fp, open(tmp_index, "wb") as fi:
+        for block in merge_runs(sources):
+            k, i = block["k"], block["i"]
+            same = np.empty(len(k), bool)  # same key as the entry before it (in this merge order)
+            same[0] = carry_key is not None and k[0] == carry_key
+            same[1:] = k[1:] == k[:-1]
+            gid = np.cumsum(~same) - 1 + (1 if same[0] else 0)
+            firsts = np.concatenate([[carry_first] if same[0] else [], i[~same]]).astype(np.int64)
+            first = firsts[gid]
+            # A group's smallest index reaches the merge in the group's first block (every run's
+            # buffer then reaches that key), so `first` is the group's smallest index whatever the
+            # runs: the pairs, and the clusters, do not depend on how the input was cut.
+            member = same & (i >= base)  # pairs between two earlier snapshots' documents are dropped
+            pairs = np.stack([first[member], i[member]], axis=1)
+            fp.write(pairs.astype("<i8").tobytes())
+            n_pairs += len(pairs)
+            cur = i >= base
+            cur_before = np.concatenate([[carry_cur], cur[:-1]])
+            new = cur & ~(same & cur_before)
+            entries = np.empty(int(new.sum()), _RUN)
+            entries["k"], entries["i"] = k[new], i[new] - base
+            fi.write(entries.tobytes())
+            n_index += len(entries)
+            carry_key, carry_first, carry_cur = k[-1], int(first[-1]), bool(cur[-1])
+    os.replace(tmp_pairs, work / "pairs" / f"{name}.pairs")
+    os.replace(tmp_index, work / "pairs" / f"{name}.index")
+    return {"bucket": name, "pairs": n_pairs, "index_entries": n_index}
+
+
+# --- stage 3: clusters --------------------------------------------------------------------------
+
+class UnionFind:
+    """Disjoint sets of document indices whose root is the smallest member. Holds only documents
+    that appear in a pair; a find compresses the path it walked."""
+
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while (p := parent.get(root, root)) != root:
+            root = p
+        while x != root:
+            x, parent[x] = parent.get(x, x), root
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            lo, hi = (ra, rb) if ra < rb else (rb, ra)
+            self.parent[hi] = lo
+            self.parent.setdefault(lo, lo)
+
+
+def _pair_chunks(path: Path, rows: int) -> Iterator[np.ndarray]:
+    pairs = np.memmap(path, dtype="<i8", mode="r").reshape(-1, 2) if path.stat().st_size else np.empty((0, 2), "<i8")
+    for start in range(0, len(pairs), rows):
+        yield np.unique(np.array(pairs[start: start + rows]), axis=0)
+
+
+def _cluster(work: Path, cfg: DedupConfig, base: int, chunk: int) -> dict:
+    """The removal file: (row, kind, root) of every removed document, sorted by row."""
+    done = work / "clusters.done.json"
+    if (rec := _record(done)) is not None:
+        return rec
+    removed: dict[int, tuple[int, int]] = {}
+    if cfg.exact:  # exact pairs are stars around the group's first: no union needed
+        for pairs in _pair_chunks(work / "pairs" / f"{_EXACT}.pairs", chunk):
+            for first, other in pairs.tolist():
+                removed[other - base] = (1, first)
+    if cfg.minhash:
+        uf = UnionFind()
+        for b in range(cfg.num_buckets):
+            for pairs in _pair_chunks(work / "pairs" / f"b{b:02d}.pairs", chunk):
+                for a, c in pairs.tolist():
+                    uf.union(a, c)
+        for node in list(uf.parent):
+            if node < base:
+                continue
+            root = uf.find(node)
+            if (node - base) in removed:
+                # An exact copy names the kept one of its cluster: its twin may itself be a near
+                # duplicate of an earlier document (the twin's keys are its own, so same cluster).
+                kind, twin = removed[node - base]
+                removed[node - base] = (kind, min(twin, root))
+            elif root != node:
+                removed[node - base] = (2, root)
+    rows = np.array(sorted(removed), dtype=np.int64)
+    out = np.empty(len(rows), [("row", "<i8"), ("kind", "<i1"), ("root", "<i8")])
+    out["row"] = rows
+    out["kind"] = [removed[r][0] for r in rows.tolist()]
+    out["root"] = [removed[r][1] for r in rows.tolist()]
+    _save(work / "remove.npy", out)
+    rec = {"exact": int((out["kind"] == 1).sum()), "near": int((out["kind"] == 2).sum())}
+    atomic.write_json_atomic(done, rec)
+    return rec
+
+
+# --- stage 4: per-task removal ------------------------------------------------------------------
+
+def lookup_ids(path: Path, rows: list[int], column: str = "id") -> dict[int, str]:
+    """The `column` value of the given rows of a parquet file, reading only the row groups that hold
+    them (one at a time)."""
+    rows = sorted(set(rows))
+    if not rows:
+        return {}
+    pf = pq.ParquetFile(path)
+    meta = pf.metadata
+    starts = np.concatenate([[0], np.cumsum([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])])
+    group_of = np.searchsorted(starts, rows, side="right") - 1
+    out: dict[int, str] = {}
+    for g in np.unique(group_of).tolist():
+        values = pf.read_row_group(g, columns=[column]).column(0)
+        for r in np.asarray(rows)[group_of == g].tolist():
+            out[r] = values[r - int(starts[g])].as_py()
+    return out
+
+
+@_recorded(lambda job: f"parts/{job['task']:05d}.done.json")
+def _filter_task(job: dict) -> dict:
+    work, i = Path(job["work"]), job["task"]
+    cfg = DedupConfig(**job["cfg"])
+    g0, g1, r0, r1 = job["slice"]
+    remove = np.load(work / "remove.npy", mmap_mode="r")
+    lo, hi = np.searchsorted(remove["row"], [r0, r1])
+    mine = np.array(remove[lo:hi])
+    # The kept member each removed document names: in this snapshot or in an earlier one.
+    refs: dict[int, str] = {}
+    snaps = mine["root"] >> _SNAP_SHIFT
+    for pos in np.unique(snaps).tolist():
+        roots = (mine["root"][snaps == pos] & ((1 << _SNAP_SHIFT) - 1)).tolist()
+        key = job["snapshots"][pos]
+        path = Path(job["kept"]) if pos == job["position"] else Path(job["earlier_ids"][pos])
+        for r, doc_id in lookup_ids(path, roots).items():
+            refs[(pos << _SNAP_SHIFT) + r] = f"{key}:{doc_id}"
+    parts = work / "parts"
+    tmp_kept, tmp_dups = parts / f".{i:05d}.kept.tmp-{os.getpid()}", parts / f".{i:05d}.dups.tmp-{os.getpid()}"
+    counts = {"in": 0, "kept": 0, "exact": 0, "near": 0}
+    kept_w = pq.ParquetWriter(tmp_kept, KEPT_SCHEMA, **_PARQUET_OPTS)
+    dup_w = pq.ParquetWriter(tmp_dups, DUP_SCHEMA, **_PARQUET_OPTS)
+    try:
+        pf = pq.ParquetFile(job["kept"])
+        row, at = r0, 0
+        for batch in pf.iter_batches(batch_size=cfg.batch_rows, row_groups=list(range(g0, g1))):
+            table = pa.Table.from_batches([batch]).cast(KEPT_SCHEMA)
+            n = table.num_rows
+            end = at + int(np.searchsorted(mine["row"][at:], row + n))
+            here = mine[at:end]
+            keep = np.ones(n, bool)
+            keep[here["row"] - row] = False
+            kept = table.filter(pa.array(keep))
+            kept_w.write_table(kept)
+            if len(here):
+                local = (here["row"] - row).tolist()
+                dup_w.write_table(pa.table({
+                    "id": table["id"].take(local), "source_file": table["source_file"].take(local),
+                    "source_row": table["source_row"].take(local),
+                    "kind": pa.array([_KIND[k] for k in here["kind"].tolist()], pa.string()),
+                    "duplicate_of": pa.array([refs[r] for r in here["root"].tolist()], pa.string()),
+                }, schema=DUP_SCHEMA))
+            counts["in"] += n
+            counts["kept"] += kept.num_rows
+            counts["exact"] += int((here["kind"] == 1).sum())
+            counts["near"] += int((here["kind"] == 2).sum())
+            row, at = row + n, end
+    finally:
+        kept_w.close()
+        dup_w.close()
+    if counts["in"] != r1 - r0 or counts["in"] != counts["kept"] + counts["exact"] + counts["near"]:
+        raise AssertionError(f"dedup task {i} lost documents: rows {r0}..{r1}, {counts}")
+    os.replace(tmp_kept, parts / f"{i:05d}.kept.parquet")
+    os.replace(tmp_dups, parts / f"{i:05d}.dups.parquet")
+    return {"task": i, **counts}
+
+
+class _FixedRowGroups:
+    """Writes tables as row groups of exactly `rows` rows (the last one shorter), so the file's
+    bytes do not depend on how the rows arrived."""
+
+    def __init__(self, writer: pq.ParquetWriter, rows: int = OUTPUT_ROW_GROUP):
+        self.writer, self.rows, self.buf, self.n = writer, rows, [], 0
+
+    def add(self, table: pa.Table) -> None:
+        self.buf.append(table)
+        self.n += table.num_rows
+        while self.n >= self.rows:
+            whole = pa.concat_tables(self.buf)
+            self.writer.write_table(whole.slice(0, self.rows).combine_chunks(), row_group_size=self.rows)
+            rest = whole.slice(self.rows)
+            self.buf, self.n = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self.n:
+            self.writer.write_table(pa.concat_tables(self.buf).combine_chunks(), row_group_size=self.rows)
+        self.writer.close()
+
+
+# --- the index shared by snapshots --------------------------------------------------------------
 
 def _order_file(index_dir: Path) -> Path:
     return index_dir / "order.json"
@@ -146,15 +599,8 @@ def registered_snapshots(index_dir: str | os.PathLike) -> list[str]:
     return json.loads(order_file.read_text())["order"] if order_file.exists() else []
 
 
-def _earlier_snapshots(index_dir: Path, key: str) -> list[str]:
-    """The snapshots `key` is compared with: those registered before it, or every registered
-    one when `key` is new (it will be appended after them)."""
-    order = registered_snapshots(index_dir)
-    return order[: order.index(key)] if key in order else order
-
-
 def _register(index_dir: Path, key: str) -> None:
-    """Append `key` to order.json once its index file is complete (called under the lock)."""
+    """Append `key` to order.json once its index files are complete (called under the lock)."""
     order = registered_snapshots(index_dir)
     if key not in order:
         atomic.write_json_atomic(_order_file(index_dir), {"order": [*order, key]})
@@ -173,114 +619,153 @@ def index_lock(index_dir: Path):
         yield
 
 
-def _load_index(index_dir: Path, keys: list[str]) -> tuple[dict[int, str], dict[int, str]]:
-    exact: dict[int, str] = {}
-    near: dict[int, str] = {}
-    for key in keys:
-        path = index_dir / f"{key}.parquet"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: dedup index of earlier snapshot {key} is missing; rerun dedup for {key} "
-                f"or remove it from {_order_file(index_dir)}"
-            )
-        t = pq.read_table(path)
-        for kind, h, doc_id in zip(t["kind"].to_pylist(), t["hash"].to_pylist(), t["id"].to_pylist()):
-            (exact if kind == "exact" else near).setdefault(h, f"{key}:{doc_id}")
-    return exact, near
+def _earlier_files(index_dir: Path, earlier: list[str]) -> list[tuple[Path, Path]]:
+    out = []
+    for key in earlier:
+        paths = (index_dir / f"{key}.parquet", index_dir / f"{key}.ids.parquet")
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: dedup index of earlier snapshot {key} is missing; rerun dedup for {key} "
+                    f"or remove it from {_order_file(index_dir)}")
+        out.append(paths)
+    return out
 
 
-def dedup_snapshot(kept_parquet: str | os.PathLike, out_dir: str | os.PathLike, index_dir: str | os.PathLike,
-                   cfg: DedupConfig = DedupConfig(), snapshot_key: str | None = None, progress=None) -> DedupResult:
-    """Deduplicate `kept_parquet` (the filter stage's output) into `out_dir/{kept,duplicates}.parquet`
-    and record its hashes in `index_dir/<snapshot_key>.parquet`."""
-    kept_parquet, out_dir, index_dir = Path(kept_parquet), Path(out_dir), Path(index_dir)
+def _fsynced_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as fh:  # on disk before order.json names it
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+
+
+def _write_index(work: Path, kept_parquet: Path, index_dir: Path, key: str, cfg: DedupConfig) -> Path:
+    """This snapshot's signatures (distinct keys per bucket, sorted) and ids, streamed from the
+    matching stage's files. Called under the index lock, which every writer there holds, so the
+    staging files found (of index files or order.json) were left by a killed process."""
+    index_file, ids_file = index_dir / f"{key}.parquet", index_dir / f"{key}.ids.parquet"
+    for stale in index_dir.glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
+    tmp_index = index_dir / f".{key}.parquet.tmp-{os.getpid()}"
+    tmp_ids = index_dir / f".{key}.ids.parquet.tmp-{os.getpid()}"
+    try:
+        with pq.ParquetWriter(tmp_ids, _IDS_SCHEMA, **_PARQUET_OPTS) as w:
+            for batch in pq.ParquetFile(kept_parquet).iter_batches(batch_size=65536, columns=["id"]):
+                w.write_table(pa.table({"id": batch.column(0).cast(pa.string())}, schema=_IDS_SCHEMA))
+        with pq.ParquetWriter(tmp_index, _INDEX_SCHEMA, **_PARQUET_OPTS) as w:
+            for name in _bucket_names(cfg):
+                path = work / "pairs" / f"{name}.index"
+                entries = np.memmap(path, dtype=_RUN, mode="r") if path.stat().st_size else np.empty(0, _RUN)
+                for start in range(0, len(entries), 1 << 20):
+                    part = np.array(entries[start: start + (1 << 20)])
+                    w.write_table(pa.table({
+                        "bucket": pa.array(np.full(len(part), _bucket_number(name), np.int16)),
+                        "hash": pa.array(part["k"]), "doc": pa.array(part["i"])}, schema=_INDEX_SCHEMA))
+        _fsynced_replace(tmp_ids, ids_file)
+        _fsynced_replace(tmp_index, index_file)
+    finally:
+        tmp_index.unlink(missing_ok=True)
+        tmp_ids.unlink(missing_ok=True)
+    return index_file
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+def _work_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.work"
+
+
+def dedup_snapshot(kept_parquet: str | os.PathLike, out_dir: str | os.PathLike,
+                   index_dir: str | os.PathLike | None = None, cfg: DedupConfig = DedupConfig(),
+                   snapshot_key: str | None = None, progress=None) -> DedupResult:
+    """Deduplicate `kept_parquet` (the filter stage's output) into `out_dir/{kept,duplicates}.parquet`.
+    With `index_dir`, this snapshot's signatures are registered there (and, with
+    `cfg.cross_snapshot`, it is compared with the snapshots registered before it)."""
+    kept_parquet, out_dir = Path(kept_parquet), Path(out_dir)
     key = snapshot_key or kept_parquet.parent.parent.name or "snapshot"
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with index_lock(index_dir):
-        earlier = _earlier_snapshots(index_dir, key)
-        earlier_hashes = [atomic.sha256_file(index_dir / f"{k}.parquet") if (index_dir / f"{k}.parquet").exists() else None for k in earlier]
-        fp = atomic.fingerprint(stage=STAGE_VERSION, key=key, input=atomic.sha256_file(kept_parquet),
-                                cfg=asdict(cfg), earlier=list(zip(earlier, earlier_hashes)))
-        index_file = index_dir / f"{key}.parquet"
-        done = atomic.completed(out_dir, fp)
-        if done is not None and index_file.exists():
-            return DedupResult(**done["result"])
+    if cfg.cross_snapshot and index_dir is None:
+        raise ValueError("cross-snapshot dedup needs an index directory (--index)")
+    index_dir = Path(index_dir) if index_dir is not None else None
+    if index_dir is not None:
+        index_dir.mkdir(parents=True, exist_ok=True)
+    # Cross-snapshot runs hold the index from reading order.json to registering; a per-snapshot
+    # run reads nothing there and takes its turn only to register.
+    with index_lock(index_dir) if cfg.cross_snapshot else contextlib.nullcontext():
+        return _dedup(kept_parquet, out_dir, index_dir, cfg, key, progress)
 
-        exact_seen, near_seen = _load_index(index_dir, earlier)
-        hasher = MinHasher(cfg)
-        counts = collections.Counter()
-        idx_kind: list[str] = []
-        idx_hash: list[int] = []
-        idx_id: list[str] = []
-        pf = pq.ParquetFile(kept_parquet)
-        with atomic.staged_dir(out_dir) as stage:
-            kept_w = atomic.parquet_writer(stage / "kept.parquet", KEPT_SCHEMA, **_PARQUET_OPTS)
-            dup_w = atomic.parquet_writer(stage / "duplicates.parquet", DUP_SCHEMA, **_PARQUET_OPTS)
-            for batch in pf.iter_batches(batch_size=cfg.batch_rows):
-                table = pa.Table.from_batches([batch]).cast(KEPT_SCHEMA)
-                texts = table["text"].to_pylist()
-                ids = table["id"].to_pylist()
-                keep_mask = []
-                dups = []
-                for row, (text, doc_id) in enumerate(zip(texts, ids)):
-                    counts["in"] += 1
-                    if cfg.exact:
-                        h = exact_hash(text)
-                        if h in exact_seen:
-                            dups.append((row, "exact", exact_seen[h]))
-                            keep_mask.append(False)
-                            counts["exact"] += 1
-                            continue
-                        exact_seen[h] = f"{key}:{doc_id}"
-                        idx_kind.append("exact"); idx_hash.append(h); idx_id.append(doc_id)
-                    if cfg.minhash:
-                        buckets = hasher.bucket_keys(text)
-                        match = next((near_seen[b] for b in buckets if b in near_seen), None)
-                        if match is not None:
-                            dups.append((row, "near", match))
-                            keep_mask.append(False)
-                            counts["near"] += 1
-                            continue
-                        for b in buckets:
-                            near_seen.setdefault(b, f"{key}:{doc_id}")
-                            idx_kind.append("band"); idx_hash.append(b); idx_id.append(doc_id)
-                    keep_mask.append(True)
-                kept_table = table.filter(pa.array(keep_mask, type=pa.bool_()))
-                counts["kept"] += kept_table.num_rows
-                if kept_table.num_rows:
-                    kept_w.write_table(kept_table)
-                if dups:
-                    rows = [r for r, _, _ in dups]
-                    dup_w.write_table(pa.table({
-                        "id": table["id"].take(rows), "source_file": table["source_file"].take(rows),
-                        "source_row": table["source_row"].take(rows),
-                        "kind": pa.array([k for _, k, _ in dups], pa.string()),
-                        "duplicate_of": pa.array([d for _, _, d in dups], pa.string()),
-                    }, schema=DUP_SCHEMA))
+
+def _dedup(kept_parquet: Path, out_dir: Path, index_dir: Path | None, cfg: DedupConfig, key: str,
+           progress) -> DedupResult:
+    order = registered_snapshots(index_dir) if cfg.cross_snapshot else []
+    position = order.index(key) if key in order else len(order)
+    earlier = order[:position]
+    earlier_files = _earlier_files(index_dir, earlier) if cfg.cross_snapshot else []
+    fp = atomic.fingerprint(stage=STAGE_VERSION, key=key, input=atomic.sha256_file(kept_parquet),
+                            cfg=cfg.output_fields(),
+                            earlier=[(k, atomic.sha256_file(p)) for k, (p, _) in zip(earlier, earlier_files)])
+    index_file = index_dir / f"{key}.parquet" if index_dir is not None else None
+    done = atomic.completed(out_dir, fp)
+    if done is not None and (index_file is None or index_file.exists()):
+        return DedupResult(**done["result"])
+
+    plan = plan_tasks(kept_parquet, cfg)
+    base = position << _SNAP_SHIFT
+    with atomic.staged_dir(out_dir) as stage:
+        work_root = _work_dir(out_dir)
+        run_id = atomic.fingerprint(fp=fp, plan=plan, run_rows=cfg.run_rows, batch_rows=cfg.batch_rows)[:16]
+        work = work_root / run_id
+        if work_root.exists():  # another configuration's or input's leftovers
+            for old in work_root.iterdir():
+                if old.name != run_id:
+                    shutil.rmtree(old, ignore_errors=True)
+        for sub in ("sig", "pairs", "parts"):
+            (work / sub).mkdir(parents=True, exist_ok=True)
+        common = {"work": str(work), "kept": str(kept_parquet), "cfg": asdict(cfg)}
+        workers = min(cfg.workers, len(plan))
+
+        with process_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            sig_recs = []
+            for rec in ordered_map(_signature_task, [{**common, "task": i, "slice": s} for i, s in enumerate(plan)],
+                                   workers, pool=pool):
+                sig_recs.append(rec)
                 if progress is not None:
-                    progress.update(len(texts))
-            kept_w.close()
-            dup_w.close()
+                    progress.update(rec["docs"])
+            names = _bucket_names(cfg)
+            chunk = max(1024, cfg.merge_rows // max(1, sum(r["runs"] for r in sig_recs) + len(earlier)))
+            jobs = [{**common, "bucket": b, "base": base, "chunk": chunk, "runs": [r["runs"] for r in sig_recs],
+                     "earlier": [(str(p), j << _SNAP_SHIFT) for j, (p, _) in enumerate(earlier_files)]}
+                    for b in names]
+            list(ordered_map(_match_task, jobs, min(workers, len(names)) if names else 1, pool=pool))
+            _cluster(work, cfg, base, chunk)
+            fjobs = [{**common, "task": i, "slice": s, "position": position, "snapshots": [*earlier, key],
+                      "earlier_ids": [str(ids) for _, ids in earlier_files]} for i, s in enumerate(plan)]
+            parts = list(ordered_map(_filter_task, fjobs, workers, pool=pool))
+
+        kept_w = _FixedRowGroups(atomic.parquet_writer(stage / "kept.parquet", KEPT_SCHEMA, **_PARQUET_OPTS))
+        dup_w = _FixedRowGroups(atomic.parquet_writer(stage / "duplicates.parquet", DUP_SCHEMA, **_PARQUET_OPTS))
+        for i in range(len(plan)):  # task order: the output does not depend on who finished first
+            for name, w in (("kept", kept_w), ("dups", dup_w)):
+                for batch in pq.ParquetFile(work / "parts" / f"{i:05d}.{name}.parquet").iter_batches(65536):
+                    w.add(pa.Table.from_batches([batch]))
+        kept_w.close()
+        dup_w.close()
+        total = {k: sum(p[k] for p in parts) for k in ("in", "kept", "exact", "near")}
+        docs_in = pq.ParquetFile(kept_parquet).metadata.num_rows
+        result = DedupResult(
+            snapshot=key, docs_in=total["in"], kept=total["kept"], exact_duplicates=total["exact"],
+            near_duplicates=total["near"], kept_path=str(out_dir / "kept.parquet"),
+            duplicates_path=str(out_dir / "duplicates.parquet"),
+            kept_sha256=atomic.sha256_file(stage / "kept.parquet"),
+            index_file=str(index_file) if index_file is not None else "", fingerprint=fp,
+            scope="cross-snapshot" if cfg.cross_snapshot else "snapshot", tasks=len(plan),
+        )
+        if not result.conserved or docs_in != result.docs_in:
+            raise AssertionError(f"dedup stage lost documents ({docs_in} rows in): {result.to_dict()}")
+        if index_dir is not None:
             # The index is written before the outputs become visible: a crash in between leaves
             # the index, and the rerun (which skips this snapshot's own file) recomputes the same.
-            tmp_index = index_dir / f".{key}.parquet.tmp-{os.getpid()}"
-            try:
-                pq.write_table(pa.table({"kind": pa.array(idx_kind, pa.string()),
-                                         "hash": pa.array(idx_hash, pa.uint64()),
-                                         "id": pa.array(idx_id, pa.string())}, schema=_INDEX_SCHEMA), tmp_index)
-                with open(tmp_index, "rb") as fh:  # on disk before order.json names it
-                    os.fsync(fh.fileno())
-                os.replace(tmp_index, index_file)
-            finally:
-                tmp_index.unlink(missing_ok=True)
-            _register(index_dir, key)
-            result = DedupResult(
-                snapshot=key, docs_in=counts["in"], kept=counts["kept"], exact_duplicates=counts["exact"],
-                near_duplicates=counts["near"], kept_path=str(out_dir / "kept.parquet"),
-                duplicates_path=str(out_dir / "duplicates.parquet"),
-                kept_sha256=atomic.sha256_file(stage / "kept.parquet"), index_file=str(index_file), fingerprint=fp,
-            )
-            if not result.conserved:
-                raise AssertionError(f"dedup stage lost documents: {result.to_dict()}")
-            atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
-        return result
+            with contextlib.nullcontext() if cfg.cross_snapshot else index_lock(index_dir):
+                _write_index(work, kept_parquet, index_dir, key, cfg)
+                _register(index_dir, key)
+        atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
+    shutil.rmtree(work_root, ignore_errors=True)
+    return result

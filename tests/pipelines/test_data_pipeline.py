@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pyarrow.parquet as pq
 
 from hgpt.cli import main as hgpt_main
+from pipelines.dedup import DedupConfig
 from pipelines.filtering import FilterStageConfig
 from pipelines.run import PipelineConfig, run_pipeline
 from pipelines.sources import local_snapshot
@@ -54,16 +56,19 @@ def test_statistics_describe_the_run(small_snapshot_dir, tmp_path):
 
 
 def test_second_snapshot_does_not_readd_the_first(small_snapshot_dir, tmp_path):
-    first = run_pipeline(local_snapshot(small_snapshot_dir), tmp_path, CFG)
+    cross = replace(CFG, dedup=DedupConfig(cross_snapshot=True))
+    first = run_pipeline(local_snapshot(small_snapshot_dir), tmp_path, cross)
     again = tmp_path / "inbox" / "snap-later"
     again.mkdir(parents=True)
     shutil.copy(small_snapshot_dir / "part-1.parquet", again / "copy.parquet")
-    later = run_pipeline(local_snapshot(again), tmp_path, CFG)
+    alone = run_pipeline(local_snapshot(again), tmp_path / "alone", CFG)  # the default: each snapshot alone
+    assert alone.dedup.exact_duplicates == 0 and alone.dedup.kept == alone.filter.kept > 0
+    later = run_pipeline(local_snapshot(again), tmp_path, cross)
     assert later.dedup.kept == 0 and later.dedup.exact_duplicates == later.filter.kept > 0
     assert later.conservation["ok"]
     # rerunning the first snapshot is idempotent: same shards, it is never deduplicated against itself
     shutil.rmtree(tmp_path / first.snapshot["key"])
-    rerun = run_pipeline(local_snapshot(small_snapshot_dir), tmp_path, CFG)
+    rerun = run_pipeline(local_snapshot(small_snapshot_dir), tmp_path, cross)
     assert rerun.tokenize.content_hash == first.tokenize.content_hash
 
 

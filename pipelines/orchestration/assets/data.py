@@ -21,6 +21,7 @@ from dagster import (
     MetadataValue,
     asset,
 )
+from pydantic import Field
 
 from pipelines.orchestration import snapshots as registry
 from pipelines.orchestration.configs import FilterAssetConfig, StageConfig, TokenizeAssetConfig
@@ -176,18 +177,27 @@ def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig
     return MaterializeResult(metadata=metadata, check_results=[check])
 
 
+class DedupAssetConfig(StageConfig):
+    """The dedup stage of one snapshot."""
+
+    cross_snapshot: bool = Field(default=False, description="Also remove documents duplicating a snapshot "
+                                 "deduplicated before this one (default: this snapshot alone, as FineWeb).")
+    workers: int = Field(default=1, description="Processes for the dedup tasks (the output does not depend on it).")
+
+
 @asset(
     partitions_def=registry.SNAPSHOTS,
     group_name=GROUP,
     deps=[filtered_documents],
     kinds={"parquet"},
-    code_version="dedup-1",
-    description="Exact and MinHash near-duplicate removal within the snapshot and against every "
-    "snapshot deduplicated before it (a cross-snapshot index under workspace/data/dedup-index).",
+    code_version="dedup-2",
+    description="Exact and MinHash near-duplicate removal within the snapshot (FineWeb's choice); with "
+    "cross_snapshot, also against every snapshot deduplicated before it (the index under "
+    "workspace/data/dedup-index, where every snapshot registers its signatures).",
     check_specs=[AssetCheckSpec("documents_conserved", asset="deduplicated_documents",
                                 description="kept + exact + near duplicates = documents in")],
 )
-def deduplicated_documents(context: AssetExecutionContext, config: StageConfig,
+def deduplicated_documents(context: AssetExecutionContext, config: DedupAssetConfig,
                            workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
     from pipelines.dedup import DedupConfig, dedup_snapshot
 
@@ -195,7 +205,7 @@ def deduplicated_documents(context: AssetExecutionContext, config: StageConfig,
     kept = _upstream_kept(workspace, key, "filtered", "filtered_documents")
     out = stage_dir(workspace, key, "dedup")
     _fresh(out, config.force)
-    cfg = DedupConfig()
+    cfg = DedupConfig(cross_snapshot=config.cross_snapshot, workers=config.workers)
     with mlflow.asset_run(context) as run:
         result = dedup_snapshot(kept, out, workspace.ws().dedup_index, cfg, snapshot_key=key)
         kept_rows, dup_rows = _count_rows(result.kept_path), _count_rows(result.duplicates_path)
