@@ -4,8 +4,9 @@
     hgpt train --preset tiny --data data/shards --out runs/tiny --resume --max-steps 400
     torchrun --nproc-per-node 2 -m training --preset tiny --data data/shards --out runs/ddp
 
-Flags override the preset's values; --set KEY=VALUE sets any other TrainConfig field (the value
-is parsed as JSON when it parses, e.g. --set model_overrides='{"n_layer": 2}').
+Every TrainConfig field is a flag (--max-steps 400, --no-fused-loss, --betas 0.9 0.95,
+--model-overrides '{"n_layer": 2}'), its help the field's own; flags override the preset's values.
+--set KEY=VALUE sets a field too (the value parsed as JSON when it parses).
 
 One run at a time per RUN_DIR: a second one stops at once, naming the holder of RUN_DIR/.lock.
 
@@ -30,50 +31,61 @@ import json
 import os
 import sys
 
-# flag -> (TrainConfig field, type)
-_FLAGS = {
-    "--max-steps": ("max_steps", int),
-    "--batch-tokens": ("batch_tokens", int),
-    "--micro-batch": ("micro_batch", int),
-    "--seq-len": ("seq_len", int),
-    "--max-lr": ("max_lr", float),
-    "--min-lr": ("min_lr", float),
-    "--warmup-steps": ("warmup_steps", int),
-    "--weight-decay": ("weight_decay", float),
-    "--grad-clip": ("grad_clip", float),
-    "--precision": ("precision", str),
-    "--seed": ("seed", int),
-    "--data-order": ("data_order", str),
-    "--eval-every": ("eval_every", int),
-    "--eval-tokens": ("eval_tokens", int),
-    "--checkpoint-every": ("checkpoint_every", int),
-    "--keep-last": ("keep_last", int),
-    "--device": ("device", str),
-    "--log-every": ("log_every", int),
+# How the flags that name the run differ from the generated rest: required, with a metavar the
+# usage line reads well with.
+_FLAG_SHAPE = {
+    "data": dict(required=True, metavar="SHARD_DIR"),
+    "out": dict(required=True, metavar="RUN_DIR"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny", help="training preset (tiny, gpt2)")
+    from training.config import TRAIN_PRESETS, field_specs, preset_values
+
+    parser.add_argument("--preset", default="tiny", metavar="{" + ",".join(TRAIN_PRESETS) + "}",
+                        help="training preset whose values every flag below overrides "
+                        "(default: tiny)")
     parser.add_argument("--config", help="JSON file with TrainConfig fields (applied after the "
                         "preset, before flags)")
-    parser.add_argument("--data", nargs="+", required=True, metavar="SHARD_DIR",
-                        help="shard directories or .bin files (train_*.bin, val_*.bin)")
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest valid checkpoint in RUN_DIR, if any")
-    for flag, (name, kind) in _FLAGS.items():
-        parser.add_argument(flag, dest=name, type=kind, default=None,
-                            help=f"TrainConfig.{name}")
-    parser.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction,
-                        default=None, help="torch.compile the model and optimizer")
-    parser.add_argument("--compile-optimizer", dest="compile_optimizer",
-                        action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.compile just the AdamW update (default: as --compile)")
-    parser.add_argument("--fused-loss", dest="fused_loss", action=argparse.BooleanOptionalAction,
-                        default=None, help="chunked LM head + cross-entropy")
+    fields_group = parser.add_argument_group(
+        "TrainConfig fields", "one flag per field; a flag left out keeps the preset's value")
+    values = preset_values()
+    for spec in field_specs():
+        shape = {**_argparse_kind(spec), **_FLAG_SHAPE.get(spec.name, {})}
+        text = spec.help if shape.get("required") else spec.describe(values[spec.name])
+        fields_group.add_argument("--" + spec.name.replace("_", "-"), dest=spec.name,
+                                  default=None, help=text.replace("%", "%%"), **shape)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainConfig field, value as JSON or a plain string")
+
+
+def _argparse_kind(spec) -> dict:
+    """add_argument's type/nargs/action for a field of this kind."""
+    if spec.kind is bool:
+        return dict(action=argparse.BooleanOptionalAction)
+    if spec.choices:
+        # Shown, not enforced by argparse: TrainConfig's own check gives the one-line error.
+        return dict(metavar="{" + ",".join(spec.choices) + "}")
+    if spec.kind is dict:
+        return dict(type=_json_object, metavar="JSON")
+    if spec.kind is list:
+        return dict(type=spec.item, nargs="+", metavar=_METAVARS[spec.item])
+    if spec.kind is tuple:
+        return dict(type=spec.item, nargs=spec.length, metavar=(_METAVARS[spec.item],) * spec.length)
+    return dict(type=spec.kind, metavar=_METAVARS[spec.kind])
+
+
+_METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -85,7 +97,7 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from training.config import TrainConfig
+    from training.config import TrainConfig, field_specs
 
     overrides: dict = {}
     if args.config:
@@ -99,11 +111,9 @@ def config_from_args(args: argparse.Namespace):
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    for name, _ in [*_FLAGS.values(), ("compile", bool), ("compile_optimizer", bool),
-                    ("fused_loss", bool)]:
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    overrides.update(data=args.data, out=args.out, resume=args.resume)
+    for spec in field_specs():
+        if getattr(args, spec.name) is not None:
+            overrides[spec.name] = getattr(args, spec.name)
     return TrainConfig.preset(args.preset, **overrides)
 
 

@@ -4,99 +4,101 @@
     cfg = TrainConfig.preset("tiny", data=["data/shards"], out="runs/tiny", max_steps=50)
 
 The model's shape lives in model.GPTConfig (named by `model` plus optional `model_overrides`);
-everything about *how* it is trained lives here (GUIDE lesson 4). A config round-trips through
-JSON (`to_dict`/`from_dict`), which is how a checkpoint remembers what it was trained with.
+everything about *how* it is trained lives here. A config round-trips through JSON
+(`to_dict`/`from_dict`), which is how a checkpoint remembers what it was trained with.
+
+TrainConfig is the one description of a training run's settings: `hgpt train`'s flags and the
+Dagster Launchpad's training config are both generated from `field_specs()`, so each field's
+`help` below is its flag's help and its Launchpad description, and a new field appears in both.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+import types
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from model.config import PRESETS as MODEL_PRESETS
 from model.config import ConfigSerialisation, GPTConfig
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+PRECISIONS = get_args(Precision)
 DataOrder = Literal["shuffled", "llmc"]
-DATA_ORDERS = ("shuffled", "llmc")
+DATA_ORDERS = get_args(DataOrder)
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES = get_args(Device)
+
+
+def _field(default: Any = MISSING, *, help: str, factory: Any = MISSING,
+           choices: tuple[str, ...] | None = None):
+    """A dataclass field carrying its own help text (and, for a plain str, its allowed values)."""
+    metadata = {"help": help, **({"choices": choices} if choices else {})}
+    return field(default=default, default_factory=factory, metadata=metadata)
 
 
 @dataclass
 class TrainConfig(ConfigSerialisation):
-    """Everything a training run needs besides the data on disk.
+    """Everything a training run needs besides the data on disk (each field's help is its
+    metadata: `hgpt train --help` prints it)."""
 
-    Attributes:
-        model: name of a model.GPTConfig preset ("tiny", "gpt2", ...).
-        model_overrides: GPTConfig fields replacing the preset's (e.g. {"n_layer": 2}).
-        data: shard directories (or explicit .bin files); `train_*.bin` are trained on,
-            `val_*.bin` give the held-out loss.
-        out: the run directory (metrics.jsonl, checkpoints/, result.json).
-        batch_tokens: tokens per optimizer step across all ranks (GPT-2 reproductions: 524,288).
-            Must be a multiple of micro_batch * seq_len * world_size; the quotient is the number
-            of gradient-accumulation micro-steps.
-        micro_batch: sequences per forward/backward on one rank.
-        seq_len: tokens per sequence (<= the model's block_size; None means block_size).
-        max_lr, min_lr: peak and final learning rate of the warmup + cosine schedule.
-        warmup_steps: linear warmup length in optimizer steps.
-        max_steps: optimizer steps to run; the cosine reaches min_lr here.
-        weight_decay: decoupled AdamW weight decay, applied to matrices and embeddings only.
-        betas, eps: AdamW moment decay rates and denominator epsilon.
-        grad_clip: global gradient-norm clip threshold (0 disables clipping, the norm is still
-            reported).
-        precision: "fp32", "bf16" (autocast, fp32 master weights), "fp16" (autocast + loss
-            scaling; CUDA only) or "auto" (bf16 where the device supports it, else fp16 on
-            CUDA, else fp32).
-        compile: torch.compile the model and the optimizer update.
-        compile_optimizer: torch.compile just the AdamW update (None: as `compile`). On CPU in
-            fp32 the compiled model is no faster than eager, but the compiled update (one fused
-            pass over param, grad and moments) is ~4x faster than the foreach one; compiling
-            costs ~10 s once, so it pays off on runs longer than a few hundred steps.
-        fused_loss: chunked LM head + cross-entropy that never materialises all logits (see
-            training/fused_loss.py); same loss, less memory traffic.
-        seed: seeds model init, data order and every RNG.
-        data_order: how micro-batches read the shards (training/data.py): "shuffled" (each
-            sequence a window drawn from a per-epoch permutation of every window of every
-            shard) or "llmc" (llm.c's order: one contiguous span per micro-batch, shards front
-            to back, right only for shards whose documents are already shuffled).
-        eval_every: steps between held-out evaluations (0: only at the end; needs val shards).
-        eval_tokens: validation tokens per evaluation.
-        checkpoint_every: steps between checkpoints (0: only at the end).
-        keep_last: checkpoints kept on disk (older ones are deleted after a new one is written).
-        resume: continue from the newest valid checkpoint under out/checkpoints, if any.
-        device: "auto" (cuda:LOCAL_RANK if available, else cpu), "cpu" or "cuda".
-        log_every: steps between stdout lines of the logging callback (metrics.jsonl gets all).
-    """
-
-    model: str = "tiny"
-    model_overrides: dict = field(default_factory=dict)
-    data: list[str] = field(default_factory=list)
-    out: str = "runs/default"
-    batch_tokens: int = 4096
-    micro_batch: int = 8
-    seq_len: int | None = None
-    max_lr: float = 6e-4
-    min_lr: float = 6e-5
-    warmup_steps: int = 10
-    max_steps: int = 100
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    precision: Precision = "fp32"
-    compile: bool = False
-    compile_optimizer: bool | None = None
-    fused_loss: bool = True
-    seed: int = 1337
-    data_order: DataOrder = "shuffled"
-    eval_every: int = 0
-    eval_tokens: int = 65536
-    checkpoint_every: int = 0
-    keep_last: int = 2
-    resume: bool = False
-    device: str = "auto"
-    log_every: int = 1
+    model: str = _field("tiny", choices=tuple(MODEL_PRESETS),
+                        help="name of a model.GPTConfig preset (tiny, gpt2, ...).")
+    model_overrides: dict = _field(factory=dict, help=(
+        'GPTConfig fields replacing the preset\'s, as a JSON object (e.g. {"n_layer": 2}).'))
+    data: list[str] = _field(factory=list, help=(
+        "shard directories (or explicit .bin files); train_*.bin are trained on, val_*.bin give "
+        "the held-out loss."))
+    out: str = _field("runs/default", help=(
+        "the run directory (metrics.jsonl, checkpoints/, result.json)."))
+    batch_tokens: int = _field(4096, help=(
+        "tokens per optimizer step across all ranks (GPT-2 reproductions: 524,288). Must be a "
+        "multiple of micro_batch * seq_len * world_size; the quotient is the number of "
+        "gradient-accumulation micro-steps."))
+    micro_batch: int = _field(8, help="sequences per forward/backward on one rank.")
+    seq_len: int | None = _field(None, help=(
+        "tokens per sequence (<= the model's block_size; None means block_size)."))
+    max_lr: float = _field(6e-4, help="peak learning rate of the warmup + cosine schedule.")
+    min_lr: float = _field(6e-5, help="final learning rate of the warmup + cosine schedule.")
+    warmup_steps: int = _field(10, help="linear warmup length in optimizer steps.")
+    max_steps: int = _field(100, help="optimizer steps to run; the cosine reaches min_lr here.")
+    weight_decay: float = _field(0.1, help=(
+        "decoupled AdamW weight decay, applied to matrices and embeddings only."))
+    betas: tuple[float, float] = _field((0.9, 0.95), help="AdamW's two moment decay rates.")
+    eps: float = _field(1e-8, help="AdamW's denominator epsilon.")
+    grad_clip: float = _field(1.0, help=(
+        "global gradient-norm clip threshold (0 disables clipping, the norm is still reported)."))
+    precision: Precision = _field("fp32", help=(
+        "fp32, bf16 (autocast, fp32 master weights), fp16 (autocast + loss scaling; CUDA only) "
+        "or auto (bf16 where the device supports it, else fp16 on CUDA, else fp32)."))
+    compile: bool = _field(False, help="torch.compile the model and the optimizer update.")
+    compile_optimizer: bool | None = _field(None, help=(
+        "torch.compile just the AdamW update (None: as compile). On CPU in fp32 the compiled "
+        "model is no faster than eager, but the compiled update (one fused pass over param, "
+        "grad and moments) is ~4x faster than the foreach one; compiling costs ~10 s once, so "
+        "it pays off on runs longer than a few hundred steps."))
+    fused_loss: bool = _field(True, help=(
+        "chunked LM head + cross-entropy that never materialises all logits (see "
+        "training/fused_loss.py); same loss, less memory traffic."))
+    seed: int = _field(1337, help="seeds model init, data order and every RNG.")
+    data_order: DataOrder = _field("shuffled", help=(
+        "how micro-batches read the shards (training/data.py): shuffled (each sequence a "
+        "window drawn from a per-epoch permutation of every window of every shard) or llmc "
+        "(llm.c's order: one contiguous span per micro-batch, shards front to back, right only "
+        "for shards whose documents are already shuffled)."))
+    eval_every: int = _field(0, help=(
+        "steps between held-out evaluations (0: only at the end; needs val shards)."))
+    eval_tokens: int = _field(65536, help="validation tokens per evaluation.")
+    checkpoint_every: int = _field(0, help="steps between checkpoints (0: only at the end).")
+    keep_last: int = _field(2, help=(
+        "checkpoints kept on disk (older ones are deleted after a new one is written)."))
+    resume: bool = _field(False, help=(
+        "continue from the newest valid checkpoint under out/checkpoints, if any."))
+    device: Device = _field("auto", help=(
+        "auto (cuda:LOCAL_RANK if available, else cpu), cpu or cuda."))
+    log_every: int = _field(1, help=(
+        "steps between stdout lines of the logging callback (metrics.jsonl gets all)."))
 
     def __post_init__(self) -> None:
         self.data = [str(d) for d in self.data]
@@ -168,7 +170,7 @@ class TrainConfig(ConfigSerialisation):
                 f"TrainConfig.data_order must be one of {', '.join(DATA_ORDERS)}, got "
                 f"{self.data_order!r}"
             )
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
 
     # ---- serialisation ------------------------------------------------------------------
@@ -207,3 +209,83 @@ TRAIN_PRESETS: dict[str, dict] = {
         checkpoint_every=1000, keep_last=3,
     ),
 }
+
+
+# ---- the field table that the CLI and the Dagster config are generated from -----------------
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One TrainConfig field as a front end (command line, Launchpad) presents it.
+
+    kind is int, float, str, bool, dict, list (of `item`) or tuple (`length` x `item`); a str
+    with `choices` takes one of them; `optional` fields also take None.
+    """
+
+    name: str
+    help: str
+    kind: type
+    optional: bool = False
+    choices: tuple[str, ...] | None = None
+    item: type | None = None
+    length: int | None = None
+
+    def describe(self, values: dict[str, Any]) -> str:
+        """The help text with this field's value in each preset (`values`: preset -> value)."""
+        shown = {name: _show(value) for name, value in values.items()}
+        if len(set(shown.values())) == 1:
+            return f"{self.help} [preset's value: {next(iter(shown.values()))}]"
+        return f"{self.help} [preset's value: " + ", ".join(
+            f"{name} {text}" for name, text in shown.items()) + "]"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value)
+
+
+def field_specs(config_class: type | None = None) -> tuple[FieldSpec, ...]:
+    """Every field of TrainConfig (or another dataclass built with `_field`), in declaration
+    order, from its type hint and `help` metadata.
+
+    Raises TypeError for a field without help or with a type no front end can express, so a new
+    field cannot reach the CLI or the Launchpad undocumented.
+    """
+    config_class = config_class or TrainConfig
+    hints = get_type_hints(config_class)
+    specs = []
+    for f in fields(config_class):
+        help_text = f.metadata.get("help")
+        if not help_text or not help_text.strip():
+            raise TypeError(f"{config_class.__name__}.{f.name} has no help metadata")
+        hint, optional = hints[f.name], False
+        if get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint):
+            (hint,) = [a for a in get_args(hint) if a is not type(None)]
+            optional = True
+        origin, args = get_origin(hint), get_args(hint)
+        spec = dict(name=f.name, help=help_text, optional=optional,
+                    choices=f.metadata.get("choices"))
+        if origin is Literal:
+            spec.update(kind=str, choices=tuple(args))
+        elif hint in (int, float, str, bool, dict):
+            spec.update(kind=hint)
+        elif origin is list and len(args) == 1:
+            spec.update(kind=list, item=args[0])
+        elif origin is tuple and args and Ellipsis not in args and len(set(args)) == 1:
+            spec.update(kind=tuple, item=args[0], length=len(args))
+        else:
+            raise TypeError(f"{config_class.__name__}.{f.name}: no front end for type {hint!r}")
+        specs.append(FieldSpec(**spec))
+    return tuple(specs)
+
+
+def preset_values(**overrides_by_preset: dict) -> dict[str, dict[str, Any]]:
+    """Field -> {preset: value} over every training preset (each optionally with overrides)."""
+    configs = {name: TrainConfig.preset(name, **overrides_by_preset.get(name, {}))
+               for name in TRAIN_PRESETS}
+    return {f.name: {name: getattr(cfg, f.name) for name, cfg in configs.items()}
+            for f in fields(TrainConfig)}
