@@ -1,36 +1,22 @@
-"""Dagster `Config` classes: what a user can edit in the Launchpad, with the `tiny` and `gpt2` presets.
+"""Dagster `Config` classes: what a user can edit in the Launchpad.
 
-The training config names a preset of training.TrainConfig and overrides single fields; every
-field left null keeps the preset's value. Run configs for the two presets are ready-made here and
-attached to the `retrain` (tiny) and `retrain_gpt2` jobs, so the Launchpad opens pre-filled.
+The training config is generated from training.TrainConfig's fields (their help texts are the
+descriptions): it names one of TrainConfig's presets and has a field per TrainConfig field, where
+null keeps the preset's value. The `retrain` (tiny) and `retrain_gpt2` jobs carry the run config
+of `preset_run_config`, every field filled in with its preset's value, so the Launchpad opens (and
+"Scaffold all default config" fills in) the whole training config, not just the preset.
 """
 
 
+import dataclasses
 from enum import Enum
+from typing import Any
 
 from dagster import Config
-from pydantic import Field
+from pydantic import Field, create_model
 
-PRESETS = ("tiny", "gpt2")
-
-
-# Enums (not Literal): Dagster's config system shows them as drop-downs in the Launchpad.
-class Preset(str, Enum):
-    tiny = "tiny"
-    gpt2 = "gpt2"
-
-
-class PrecisionChoice(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    auto = "auto"
-
-
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+from model.config import GPTConfig
+from training.config import TRAIN_PRESETS, TrainConfig, field_specs, preset_values
 
 
 class FilterAssetConfig(Config):
@@ -63,60 +49,6 @@ class TokenizeAssetConfig(Config):
     force: bool = Field(default=False, description="Recompute even if an identical output exists.")
 
 
-class TrainingConfig(Config):
-    """One training run: a preset of training.TrainConfig plus any overrides."""
-
-    preset: Preset = Field(
-        default=Preset.tiny, description="tiny: 2-core CPU, minutes. gpt2: GPT-2 124M on GPUs."
-    )
-    snapshots: list[str] | None = Field(
-        default=None,
-        description="Snapshot keys to train on (null: every snapshot whose token_shards are materialized).",
-    )
-    max_steps: int | None = None
-    batch_tokens: int | None = None
-    micro_batch: int | None = None
-    seq_len: int | None = None
-    max_lr: float | None = None
-    min_lr: float | None = None
-    warmup_steps: int | None = None
-    precision: PrecisionChoice | None = None
-    compile: bool | None = None
-    compile_optimizer: bool | None = None
-    device: DeviceChoice | None = None
-    seed: int | None = None
-    eval_every: int | None = None
-    eval_tokens: int | None = None
-    checkpoint_every: int | None = None
-    log_every: int | None = None
-    n_layer: int | None = Field(default=None, description="Model override (smaller tiny model).")
-    n_embd: int | None = Field(default=None, description="Model override.")
-    n_head: int | None = Field(default=None, description="Model override.")
-
-    def overrides(self) -> dict:
-        names = ("max_steps", "batch_tokens", "micro_batch", "seq_len", "max_lr", "min_lr",
-                 "warmup_steps", "precision", "compile", "compile_optimizer", "device", "seed", "eval_every",
-                 "eval_tokens", "checkpoint_every", "log_every")
-        out = {n: _plain(getattr(self, n)) for n in names if getattr(self, n) is not None}
-        model = {n: getattr(self, n) for n in ("n_layer", "n_embd", "n_head") if getattr(self, n) is not None}
-        if model:
-            out["model_overrides"] = model
-        return out
-
-    def train_config(self, data: list[str], out: str):
-        """The training.TrainConfig of this run (validated there)."""
-        from training.config import TRAIN_PRESETS, TrainConfig
-
-        overrides = self.overrides()
-        if "model_overrides" in overrides:
-            base = dict(TRAIN_PRESETS[_plain(self.preset)].get("model_overrides", {}))
-            overrides["model_overrides"] = {**base, **overrides["model_overrides"]}
-        preset = _plain(self.preset)
-        if preset == "gpt2":
-            overrides.setdefault("log_every", 10)
-        return TrainConfig.preset(preset, data=list(data), out=out, **overrides)
-
-
 class EvaluationConfig(Config):
     """Held-out loss (and HellaSwag when a file is given); the champion decision."""
 
@@ -145,8 +77,111 @@ def _plain(value):
     return value.value if isinstance(value, Enum) else value
 
 
-def preset_run_config(preset: str, **training_overrides) -> dict:
-    """Run config for the retrain jobs (what the Launchpad shows pre-filled)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return {"ops": {"trained_checkpoint": {"config": {"preset": preset, **training_overrides}}}}
+# ---- training: generated from training.TrainConfig's fields ---------------------------------
+
+# TrainConfig fields the asset sets itself, so the Launchpad does not offer them.
+ASSET_OWNED = {
+    "data": "the token shards of the snapshots named in `snapshots`",
+    "out": "a new run directory per Dagster run, under the workspace's runs/",
+    "resume": "each Dagster run trains in its own new run directory: nothing to resume",
+}
+
+# What a run config that leaves a field null gets on top of the preset under Dagster. Every log
+# line becomes an event in the run's log: one per step of gpt2's 19k steps would bury the rest.
+ORCHESTRATION_DEFAULTS: dict[str, dict] = {"gpt2": {"log_every": 10}}
+
+# A Launchpad scaffold leaves out every null, so a field whose preset value is None would not be
+# shown: the pre-filled run config gives the value that None stands for instead.
+_NONE_MEANS = {
+    "compile_optimizer": lambda cfg: cfg.compile,
+    "seq_len": lambda cfg: cfg.sequence_length,
+}
+
+# Enums (not Literal): Dagster's config system shows them as drop-downs in the Launchpad.
+Preset = Enum("Preset", {name: name for name in TRAIN_PRESETS}, type=str)
+TRAIN_FIELDS = tuple(spec for spec in field_specs() if spec.name not in ASSET_OWNED)
+
+
+def _launchpad_type(spec):
+    if spec.choices:
+        camel = "".join(part.title() for part in spec.name.split("_"))
+        return Enum(f"{camel}Choice", {c: c for c in spec.choices}, type=str)
+    if spec.kind in (list, tuple):
+        return list[spec.item]  # Dagster config has no tuples; TrainConfig checks the length
+    if spec.kind is dict:
+        return dict[str, Any]
+    return spec.kind
+
+
+def resolved_train_config(preset: str) -> TrainConfig:
+    """What a run config naming only this preset trains with (data and out left empty)."""
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    return TrainConfig.preset(preset, **ORCHESTRATION_DEFAULTS.get(preset, {}))
+
+
+class _TrainingConfigBase(Config):
+    preset: Preset = Field(
+        default="tiny",
+        description="The training preset a null field takes its value from (tiny: 2-core CPU, "
+        "minutes; gpt2: GPT-2 124M on GPUs). The retrain and retrain_gpt2 jobs pre-fill every "
+        "field with their preset's values, so choosing another preset here changes only the "
+        "fields you clear.",
+    )
+    snapshots: list[str] | None = Field(
+        default=None,
+        description="Snapshot keys to train on (null: every snapshot whose token_shards are materialized).",
+    )
+
+    def overrides(self) -> dict:
+        """The fields set in this run config (not null), as TrainConfig values."""
+        return {spec.name: _plain(getattr(self, spec.name)) for spec in TRAIN_FIELDS
+                if getattr(self, spec.name) is not None}
+
+    def train_config(self, data: list[str], out: str) -> TrainConfig:
+        """The training.TrainConfig of this run (validated there)."""
+        preset = _plain(self.preset)
+        overrides = {**ORCHESTRATION_DEFAULTS.get(preset, {}), **self.overrides()}
+        return TrainConfig.preset(preset, data=list(data), out=out, **overrides)
+
+
+def _training_fields() -> dict:
+    values = preset_values(**ORCHESTRATION_DEFAULTS)
+    return {
+        spec.name: (_launchpad_type(spec) | None, Field(
+            default=None, description=spec.describe(values[spec.name]) + " Null: the preset's value."))
+        for spec in TRAIN_FIELDS
+    }
+
+
+TrainingConfig = create_model(
+    "TrainingConfig", __base__=_TrainingConfigBase, __module__=__name__,
+    __doc__="One training run: a preset of training.TrainConfig and a field per TrainConfig field "
+    "(null keeps the preset's value) but data, out and resume, which the asset sets; the field "
+    "descriptions are TrainConfig's help texts.",
+    **_training_fields(),
+)
+
+
+def preset_run_config(preset: str, **overrides) -> dict:
+    """The retrain jobs' run config: every field of the training config, with the preset's value
+    (what the Launchpad shows pre-filled) unless `overrides` names it. GPTConfig field names
+    (n_layer=2) are merged into model_overrides."""
+    base = resolved_train_config(preset)
+    model_names = {f.name for f in dataclasses.fields(GPTConfig)}
+    model = {k: overrides.pop(k) for k in list(overrides) if k in model_names}
+    unknown = sorted(set(overrides) - {spec.name for spec in TRAIN_FIELDS})
+    if unknown:
+        raise ValueError(f"not fields of the training config: {', '.join(unknown)}")
+    values = {**{spec.name: getattr(base, spec.name) for spec in TRAIN_FIELDS}, **overrides}
+    if model:
+        values["model_overrides"] = {**values["model_overrides"], **model}
+    # None (given, or the preset's) becomes the value it stands for in this very config.
+    cfg = TrainConfig.preset(preset, **{k: v for k, v in values.items() if v is not None})
+    config = {"preset": preset}
+    for spec in TRAIN_FIELDS:
+        value = getattr(cfg, spec.name)
+        if value is None:
+            value = _NONE_MEANS[spec.name](cfg)
+        config[spec.name] = list(value) if isinstance(value, tuple) else value
+    return {"ops": {"trained_checkpoint": {"config": config}}}
