@@ -118,7 +118,7 @@ def evaluate_loss(
     Under torch.distributed every rank must call this with the same arguments; all get the same
     result. `model` may be wrapped in DDP (its inner module is used: no gradient sync needed).
     `progress(done, total)`, if given, is called with target tokens scored so far (this rank's
-    share under torch.distributed) after every batch."""
+    share under torch.distributed): once with 0 at the start, then after every batch."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module  # no DDP forward hooks: evaluation never syncs gradients
     config = getattr(unwrap_model(model), "config", None)
@@ -132,6 +132,8 @@ def evaluate_loss(
     # nats of the targets that have bytes, and their bytes (bits per byte).
     window_sums = torch.zeros(n_windows, 3, dtype=torch.float64, device=device)
     total, done = n_windows * seq_len, 0
+    if progress is not None:
+        progress(0, total)  # the total, before the first (possibly long) batch
     was_training = model.training
     model.eval()
     device_type = torch.device(device).type

@@ -176,7 +176,8 @@ def evaluate_hellaswag(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """{"acc", "acc_norm", "n"} over the first `limit` examples (all by default).
-    `progress(done, total)`, if given, is called after each example this rank scores.
+    `progress(done, total)`, if given, is called once with 0 at the start, then after each
+    example this rank scores.
 
     Under torch.distributed rank r scores examples r, r + world, ... and the integer counts are
     summed, so every rank returns the single-process numbers."""
@@ -195,6 +196,8 @@ def evaluate_hellaswag(
     model.eval()
     device_type = torch.device(device).type
     counts = torch.zeros(3, dtype=torch.long, device=device)  # n, correct, correct_norm
+    if progress is not None:
+        progress(0, len(examples))
     try:
         for i, example in enumerate(examples):
             if i % world != rank:

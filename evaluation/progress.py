@@ -53,12 +53,14 @@ class Progress:
         elif tty is None:
             isatty = getattr(self.stream, "isatty", None)
             tty = bool(isatty and isatty())
-        self._bar = None
-        if tty:
-            from tqdm import tqdm
+        self._tty = bool(tty)
+        self._bar = None  # made at the first update, when the total is known
 
-            self._bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream,
-                             dynamic_ncols=True, leave=False, unit_scale=True)
+    def _new_bar(self):
+        from tqdm import tqdm
+
+        return tqdm(total=self.total, desc=self.desc, unit=self.unit, file=self.stream,
+                    dynamic_ncols=True, leave=False, unit_scale=True)
 
     def update(self, n: int = 1) -> None:
         self.update_to(self.done + n)
@@ -70,6 +72,8 @@ class Progress:
             if self._bar is not None:
                 self._bar.total = total
                 self._bar.refresh()
+        if self._tty and self._bar is None:
+            self._bar = self._new_bar()
         if self._bar is not None:
             self._bar.update(done - self.done)
             self.done = done
@@ -99,9 +103,10 @@ class Progress:
             print(self.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        if self._tty:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
         elif self.done:  # one closing line: how much, how fast, how long
             self._line()
 

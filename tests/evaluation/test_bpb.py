@@ -68,4 +68,4 @@ def test_progress_reports_every_batch(tmp_path):
     seen = []
     result = evaluate_loss(model, [tmp_path / "val_000000.bin"], max_tokens=160, batch_size=4,
                            seq_len=16, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(64, 160), (128, 160), (160, 160)] and result.tokens == 160
+    assert seen == [(0, 160), (64, 160), (128, 160), (160, 160)] and result.tokens == 160
