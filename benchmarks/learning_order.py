@@ -173,6 +173,7 @@ def main() -> None:
         results[run] = {"val_loss": score(hf, val_shards, base, eval_tokens),
                         "final_train_loss": final_train,
                         "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"{run}: {json.dumps(results[run])}", file=sys.stderr, flush=True)  # progress
 
     loss = {k: v["val_loss"] for k, v in results.items()}
     out = {
