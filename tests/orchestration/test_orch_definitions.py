@@ -78,6 +78,7 @@ def test_presets_resolve_to_training_configs():
     assert (tiny.model, tiny.max_steps, tiny.precision) == ("tiny", 3, "fp32")
     gpt2 = TrainingConfig(preset="gpt2").train_config(["d"], "o")
     assert (gpt2.model, gpt2.batch_tokens, gpt2.seq_len) == ("gpt2", 524_288, 1024)
+    assert gpt2.log_every == 10  # Dagster's default on top of the preset: one event per 10 steps
 
 
 def test_instance_config_is_persistent_sqlite_with_gpu_pool(instance):
