@@ -194,3 +194,34 @@ def test_by_design_we_keep_the_first_of_a_cluster_where_datatrove_keeps_its_unio
     assert same and all(ours[f"d{min(members[c])}"] for c in same)
     raw = sum(theirs[d] == ours[d] for d in ours) / len(ours)
     assert raw < 1.0  # the raw decisions differ by exactly these choices
+
+
+def test_signatures_are_datatroves_on_the_sample():
+    """Same normalisation, words, shingle hashes and permutations: the 14 x 8 MinHash values of a
+    document equal datatrove's (spaCy's tokenizer splits a few rare forms we do not follow)."""
+    import numpy as np
+    from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
+    from datatrove.utils.text import simplify_text
+
+    from pipelines.dedup import MinHasher, normalise, words_text
+    from pipeline_helpers import SNAPSHOT_B
+
+    require_samples()
+    texts = []
+    for snapshot in (SNAPSHOT_A, SNAPSHOT_B):
+        for f in sorted(snapshot.glob("*.parquet")):
+            texts += pq.read_table(f, columns=["text"])["text"].to_pylist()
+    texts = texts[::10] + ["Café  naïve — 3.14, x_y ‘quoted’ 5kg", "dont stop", "four words only here"]
+    ref = MinhashDedupSignature(output_folder="unused", language="eng")
+    ref._hash_func = _xxhash64_utf8
+    ours = MinHasher(DedupConfig())
+    same_text = same_sig = 0
+    for text in texts:
+        same_text += normalise(text) == simplify_text(text)
+        shingles = ref.get_shingles(text)
+        theirs = np.array(ref.get_signature(shingles)).reshape(14, 8) if shingles.size else None
+        mine = ours.signature(words_text(normalise(text)))
+        same_sig += (mine is None and theirs is None) or (mine is not None and theirs is not None
+                                                          and np.array_equal(mine, theirs))
+    assert same_text == len(texts)
+    assert same_sig >= 0.99 * len(texts), (same_sig, len(texts))

@@ -1,0 +1,186 @@
+"""Dedup alone at growing corpus sizes: wall time, documents per second and peak RSS summed over
+the whole process tree (the dedup runs in a child process, its pool's workers under it), with 1
+and 2 workers.
+
+The corpus is FineWeb-like in shape (it is not FineWeb): ~3000-character pages cut from the docs
+sample in ../shared, each document a page with a third of its words replaced (so documents are
+distinct, as most web pages are), plus 10% near copies of earlier documents (2% of the words
+changed) and 3% exact copies (case changed).
+
+Targets (issue 13): memory flat (the largest size at most 1.25x the smallest, at most 1.5 GiB),
+docs/s at the largest size at least 0.9x the smallest, at least 2,000 docs/s per core. The old
+single-process implementation measured ~810 docs/s and 311/422/603 MB at 20k/40k/80k documents
+on the same kind of corpus; it kept every hash in Python dicts and is gone, so those figures are
+printed beside ours rather than rerun.
+
+    .venv/bin/python benchmarks/dedup_scale.py                      # 20k, 80k, 320k; workers 1 and 2
+    .venv/bin/python benchmarks/dedup_scale.py --sizes 20000 80000 160000 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.filtering import KEPT_SCHEMA  # noqa: E402
+
+SAMPLES = REPO / ".." / "shared" / "data" / "docs-sample"
+PAGE_CHARS = 3000
+OLD = {"docs_per_s": 810, "peak_rss_mb": {"20000": 311, "40000": 422, "80000": 603}}
+
+RUN = """
+import json, sys, time
+from pipelines.dedup import DedupConfig, dedup_snapshot
+t0 = time.perf_counter()
+r = dedup_snapshot(sys.argv[1], sys.argv[2], None, DedupConfig(workers=int(sys.argv[3])))
+print(json.dumps({"seconds": time.perf_counter() - t0, **r.to_dict()}))
+"""
+
+
+def pages() -> list[list[str]]:
+    out = []
+    for f in sorted(SAMPLES.glob("snapshot-*/*.parquet")):
+        for text in pq.read_table(f, columns=["text"])["text"].to_pylist():
+            words = text.split()
+            page, size = [], 0
+            for w in words:
+                page.append(w)
+                size += len(w) + 1
+                if size >= PAGE_CHARS:
+                    out.append(page)
+                    page, size = [], 0
+    if not out:
+        sys.exit(f"no docs sample under {SAMPLES}")
+    return out
+
+
+def write_corpus(path: Path, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    base = pages()
+    vocab = sorted({w for p in base[:200] for w in p})
+    made: list[str] = []  # a window of recent documents to copy from
+    writer = pq.ParquetWriter(path, KEPT_SCHEMA, compression="zstd")
+    rows: list[dict] = []
+    for i in range(n):
+        roll = rng.random()
+        if made and roll < 0.03:
+            text = rng.choice(made).upper()
+        elif made and roll < 0.13:
+            words = rng.choice(made).split()
+            for j in rng.sample(range(len(words)), len(words) // 50):
+                words[j] = rng.choice(vocab)
+            text = " ".join(words)
+        else:
+            words = list(base[i % len(base)])
+            for j in rng.sample(range(len(words)), len(words) // 3):
+                words[j] = rng.choice(vocab)
+            text = " ".join(words)
+        made.append(text)
+        if len(made) > 2000:
+            made.pop(rng.randrange(len(made)))
+        rows.append({"text": text, "id": f"<urn:uuid:bench-{i:09d}>", "source_file": "bench.parquet",
+                     "source_row": i})
+        if len(rows) == 1000:
+            writer.write_table(pa.Table.from_pylist(rows, schema=KEPT_SCHEMA))
+            rows = []
+    if rows:
+        writer.write_table(pa.Table.from_pylist(rows, schema=KEPT_SCHEMA))
+    writer.close()
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_dedup(kept: Path, out: Path, workers: int) -> dict:
+    child = subprocess.Popen([sys.executable, "-c", RUN, str(kept), str(out), str(workers)], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
+    proc = psutil.Process(child.pid)
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss(proc))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    stdout, _ = child.communicate()
+    done.set()
+    watcher.join()
+    if child.returncode != 0:
+        sys.exit(f"dedup failed (exit {child.returncode})")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mb": round(peak / 2**20)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 80_000, 320_000])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--tmp", default=None, help="scratch directory (default: a new one under $TMPDIR)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(dir=args.tmp))
+    rows = []
+    try:
+        for n in args.sizes:
+            kept = tmp / f"kept-{n}.parquet"
+            t0 = time.perf_counter()
+            write_corpus(kept, n)
+            print(f"corpus {n}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+            for w in args.workers:
+                out = tmp / f"dedup-{n}-{w}"
+                r = run_dedup(kept, out, w)
+                row = {"docs": n, "workers": w, "seconds": round(r["seconds"], 1),
+                       "docs_per_s": round(n / r["seconds"]), "docs_per_s_per_core": round(n / r["seconds"] / w),
+                       "peak_rss_mb": r["peak_rss_mb"], "kept": r["kept"], "exact": r["exact_duplicates"],
+                       "near": r["near_duplicates"], "tasks": r["tasks"], "kept_sha256": r["kept_sha256"][:16]}
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                shutil.rmtree(out)
+            kept.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    small, large = min(args.sizes), max(args.sizes)
+    checks = {}
+    for w in args.workers:
+        a = next(r for r in rows if r["docs"] == small and r["workers"] == w)
+        b = next(r for r in rows if r["docs"] == large and r["workers"] == w)
+        checks[f"workers={w}"] = {
+            "memory_ratio_largest_to_smallest": round(b["peak_rss_mb"] / a["peak_rss_mb"], 2),
+            "memory_flat (<=1.25x, <=1536 MB)": b["peak_rss_mb"] <= 1.25 * a["peak_rss_mb"]
+            and max(r["peak_rss_mb"] for r in rows if r["workers"] == w) <= 1536,
+            "speed_ratio_largest_to_smallest": round(b["docs_per_s"] / a["docs_per_s"], 2),
+            "time_linear (>=0.9x)": b["docs_per_s"] >= 0.9 * a["docs_per_s"],
+            ">=2000 docs/s per core": min(r["docs_per_s_per_core"] for r in rows if r["workers"] == w) >= 2000,
+        }
+    same = {n: len({r["kept_sha256"] for r in rows if r["docs"] == n}) == 1 for n in args.sizes}
+    print(json.dumps({"cpus": os.cpu_count(), "rows": rows, "checks": checks,
+                      "output_identical_across_workers": same, "old_single_process": OLD}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
