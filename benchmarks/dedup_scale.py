@@ -106,7 +106,11 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> None:
 
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:  # it has just exited
+        return 0
+    for p in procs:
         try:
             total += p.memory_info().rss
         except psutil.Error:

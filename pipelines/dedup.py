@@ -355,6 +355,13 @@ def plan_tasks(kept_parquet: Path, cfg: DedupConfig) -> list[tuple[int, int, int
 
 # --- stage 1: signatures ------------------------------------------------------------------------
 
+def _batches(pf: pq.ParquetFile, g0: int, g1: int, rows: int, columns=None) -> Iterator[pa.RecordBatch]:
+    """A slice's rows, one row group at a time: given them all, pyarrow may read ahead across
+    them, and memory would grow with the slice."""
+    for g in range(g0, g1):
+        yield from pf.iter_batches(batch_size=rows, row_groups=[g], columns=columns)
+
+
 @_recorded(lambda job: f"sig/{job['task']:05d}.done.json")
 def _signature_task(job: dict) -> dict:
     work, i = Path(job["work"]), job["task"]
@@ -378,7 +385,7 @@ def _signature_task(job: dict) -> dict:
         held, runs = 0, runs + 1
 
     pf = pq.ParquetFile(job["kept"])
-    for batch in pf.iter_batches(batch_size=cfg.batch_rows, row_groups=list(range(g0, g1)), columns=["text"]):
+    for batch in _batches(pf, g0, g1, cfg.batch_rows, columns=["text"]):
         texts = batch.column(0).to_pylist()
         idx = np.arange(row, row + len(texts), dtype=np.int64)
         norm = [normalise(t or "") for t in texts]
@@ -408,11 +415,21 @@ def _signature_task(job: dict) -> dict:
 
 # --- stage 2: per-bucket matching ---------------------------------------------------------------
 
+def _read_chunks(path: Path, dtype, rows: int, npy: bool = False) -> Iterator[np.ndarray]:
+    """A file of fixed-size records, `rows` at a time, read (not memory-mapped: the pages of a
+    mapping a merge has walked through would stay in its resident memory)."""
+    with open(path, "rb") as f:
+        if npy:
+            fmt = np.lib.format
+            header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+            header(f)
+        while len(part := np.fromfile(f, dtype=dtype, count=rows)):
+            yield part
+
+
 def _npy_chunks(path: Path, rows: int, base: int) -> Iterator[np.ndarray]:
     """One sorted run of this snapshot, with global document indices."""
-    arr = np.load(path, mmap_mode="r")
-    for start in range(0, len(arr), rows):
-        part = np.array(arr[start: start + rows])
+    for part in _read_chunks(path, _RUN, rows, npy=True):
         part["i"] += base
         yield part
 
@@ -532,9 +549,8 @@ class UnionFind:
 
 
 def _pair_chunks(path: Path, rows: int) -> Iterator[np.ndarray]:
-    pairs = np.memmap(path, dtype="<i8", mode="r").reshape(-1, 2) if path.stat().st_size else np.empty((0, 2), "<i8")
-    for start in range(0, len(pairs), rows):
-        yield np.unique(np.array(pairs[start: start + rows]), axis=0)
+    for part in _read_chunks(path, "<i8", 2 * rows):
+        yield np.unique(part.reshape(-1, 2), axis=0)
 
 
 def _cluster(work: Path, cfg: DedupConfig, base: int, chunk: int) -> dict:
@@ -620,7 +636,7 @@ def _filter_task(job: dict) -> dict:
     try:
         pf = pq.ParquetFile(job["kept"])
         row, at = r0, 0
-        for batch in pf.iter_batches(batch_size=cfg.batch_rows, row_groups=list(range(g0, g1))):
+        for batch in _batches(pf, g0, g1, cfg.batch_rows):
             table = pa.Table.from_batches([batch]).cast(KEPT_SCHEMA)
             n = table.num_rows
             end = at + int(np.searchsorted(mine["row"][at:], row + n))
@@ -741,9 +757,7 @@ def _write_index(work: Path, kept_parquet: Path, index_dir: Path, key: str, cfg:
         with pq.ParquetWriter(tmp_index, _INDEX_SCHEMA, **_PARQUET_OPTS) as w:
             for name in _bucket_names(cfg):
                 path = work / "pairs" / f"{name}.index"
-                entries = np.memmap(path, dtype=_RUN, mode="r") if path.stat().st_size else np.empty(0, _RUN)
-                for start in range(0, len(entries), 1 << 20):
-                    part = np.array(entries[start: start + (1 << 20)])
+                for part in _read_chunks(path, _RUN, 1 << 20):
                     w.write_table(pa.table({
                         "bucket": pa.array(np.full(len(part), _bucket_number(name), np.int16)),
                         "hash": pa.array(part["k"]), "doc": pa.array(part["i"])}, schema=_INDEX_SCHEMA))
@@ -831,7 +845,7 @@ def _dedup(kept_parquet: Path, out_dir: Path, index_dir: Path | None, cfg: Dedup
         dup_w = _FixedRowGroups(atomic.parquet_writer(stage / "duplicates.parquet", DUP_SCHEMA, **_PARQUET_OPTS))
         for i in range(len(plan)):  # task order: the output does not depend on who finished first
             for name, w in (("kept", kept_w), ("dups", dup_w)):
-                for batch in pq.ParquetFile(work / "parts" / f"{i:05d}.{name}.parquet").iter_batches(65536):
+                for batch in pq.ParquetFile(work / "parts" / f"{i:05d}.{name}.parquet").iter_batches(OUTPUT_ROW_GROUP):
                     w.add(pa.Table.from_batches([batch]))
         kept_w.close()
         dup_w.close()
