@@ -3,7 +3,7 @@
     hgpt data snapshots --inbox ../shared/data/docs-sample
     hgpt data run --input ../shared/data/docs-sample/snapshot-2026-11-a --data-root /tmp/hgpt
     hgpt data filter --input DIR --out OUT_DIR [--on-error skip]
-    hgpt data dedup --kept OUT_DIR/kept.parquet --out DEDUP_DIR --index INDEX_DIR
+    hgpt data dedup --kept OUT_DIR/kept.parquet --out DEDUP_DIR [--index INDEX_DIR]
     hgpt data tokenize --docs DEDUP_DIR/kept.parquet --out SHARD_DIR [--shard-tokens N]
     hgpt data stats --run-dir DATA_ROOT/<snapshot-key>
     hgpt data hub --name sample-10BT --data-root /tmp/hgpt   # needs network
@@ -83,11 +83,19 @@ def cmd_filter(args) -> int:
     return 0
 
 
+def _dedup_cfg(args, cross_snapshot: bool):
+    from pipelines.dedup import DedupConfig
+    from pipelines.filtering import default_workers
+
+    return DedupConfig(cross_snapshot=cross_snapshot, workers=args.workers or default_workers())
+
+
 def cmd_dedup(args) -> int:
     from pipelines.dedup import dedup_snapshot
 
+    cfg = _dedup_cfg(args, cross_snapshot=args.index is not None)
     with _bar("dedup") as bar:  # closed (and cleared) before an error is printed
-        result = dedup_snapshot(args.kept, args.out, args.index, snapshot_key=args.key, progress=bar)
+        result = dedup_snapshot(args.kept, args.out, args.index, cfg, snapshot_key=args.key, progress=bar)
     _print(result.to_dict())
     return 0
 
@@ -115,7 +123,8 @@ def cmd_stats(args) -> int:
 def _run(snapshot, args) -> int:
     from pipelines.run import ConservationError, PipelineConfig, run_pipeline
 
-    cfg = PipelineConfig(filter=_filter_cfg(args), tokenize=_tokenize_cfg(args))
+    cfg = PipelineConfig(filter=_filter_cfg(args), tokenize=_tokenize_cfg(args),
+                         dedup=_dedup_cfg(args, cross_snapshot=args.cross_snapshot_dedup))
     try:
         result = run_pipeline(snapshot, args.data_root, cfg, progress_factory=_bar)
     except ConservationError as exc:
@@ -152,6 +161,12 @@ def _source_args(p: argparse.ArgumentParser) -> None:
                    "or the file is recorded and skipped and the row rejected as input/<reason> (skip)")
     p.add_argument("--limit-docs", type=int, default=None, help="read at most this many documents")
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+
+
+def _dedup_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cross-snapshot-dedup", action="store_true",
+                   help="also remove documents duplicating a snapshot deduplicated earlier under DATA_ROOT "
+                   "(default: each snapshot on its own, as FineWeb deduplicated each dump)")
 
 
 def _tokenize_args(p: argparse.ArgumentParser) -> None:
@@ -197,10 +212,12 @@ def register(subparsers) -> None:
     _source_args(p)
     p.set_defaults(func=_guarded(cmd_filter))
 
-    p = sub.add_parser("dedup", help="exact + MinHash dedup against earlier snapshots")
+    p = sub.add_parser("dedup", help="exact + MinHash dedup of a snapshot (with --index: and against earlier ones)")
     p.add_argument("--kept", required=True, help="kept.parquet from `hgpt data filter`")
     p.add_argument("--out", required=True)
-    p.add_argument("--index", required=True, help="directory of the cross-snapshot dedup index")
+    p.add_argument("--index", default=None, help="directory of the cross-snapshot dedup index: compare with the "
+                   "snapshots registered there before this one, then register it (default: this snapshot alone)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     p.add_argument("--key", default=None, help="snapshot key (default: taken from the path)")
     p.set_defaults(func=_guarded(cmd_dedup))
 
@@ -220,6 +237,7 @@ def register(subparsers) -> None:
     p.add_argument("--input", required=True)
     p.add_argument("--data-root", required=True)
     _source_args(p)
+    _dedup_args(p)
     _tokenize_args(p)
     p.set_defaults(func=_guarded(cmd_run))
 
@@ -229,5 +247,6 @@ def register(subparsers) -> None:
     p.add_argument("--max-files", type=int, default=1)
     p.add_argument("--data-root", required=True)
     _source_args(p)
+    _dedup_args(p)
     _tokenize_args(p)
     p.set_defaults(func=_guarded(cmd_hub))

@@ -5,7 +5,8 @@ and kept = tokenized) is checked on every run and written to `report.json`.
 
 One run per snapshot and data root at a time: a second `run_pipeline` of the same snapshot into
 the same data root stops at once with LockHeld naming the holder (the CLI's exit code 2). Runs
-of different snapshots go side by side; they meet only at the dedup index, which serialises them.
+of different snapshots go side by side; they meet only at the dedup index, where each registers its
+signatures (and which cross-snapshot dedup holds from reading it to registering, so they take turns).
 
     hgpt data run --input ../shared/data/docs-sample/snapshot-2026-11-a --data-root /tmp/hgpt
 """
