@@ -752,7 +752,8 @@ def _write_index(work: Path, kept_parquet: Path, index_dir: Path, key: str, cfg:
     tmp_ids = index_dir / f".{key}.ids.parquet.tmp-{os.getpid()}"
     try:
         with pq.ParquetWriter(tmp_ids, _IDS_SCHEMA, **_PARQUET_OPTS) as w:
-            for batch in pq.ParquetFile(kept_parquet).iter_batches(batch_size=65536, columns=["id"]):
+            pf = pq.ParquetFile(kept_parquet)
+            for batch in _batches(pf, 0, pf.metadata.num_row_groups, 65536, columns=["id"]):
                 w.write_table(pa.table({"id": batch.column(0).cast(pa.string())}, schema=_IDS_SCHEMA))
         with pq.ParquetWriter(tmp_index, _INDEX_SCHEMA, **_PARQUET_OPTS) as w:
             for name in _bucket_names(cfg):
@@ -845,7 +846,8 @@ def _dedup(kept_parquet: Path, out_dir: Path, index_dir: Path | None, cfg: Dedup
         dup_w = _FixedRowGroups(atomic.parquet_writer(stage / "duplicates.parquet", DUP_SCHEMA, **_PARQUET_OPTS))
         for i in range(len(plan)):  # task order: the output does not depend on who finished first
             for name, w in (("kept", kept_w), ("dups", dup_w)):
-                for batch in pq.ParquetFile(work / "parts" / f"{i:05d}.{name}.parquet").iter_batches(OUTPUT_ROW_GROUP):
+                part = pq.ParquetFile(work / "parts" / f"{i:05d}.{name}.parquet")
+                for batch in _batches(part, 0, part.metadata.num_row_groups, OUTPUT_ROW_GROUP):
                     w.add(pa.Table.from_batches([batch]))
         kept_w.close()
         dup_w.close()
