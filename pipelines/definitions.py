@@ -1,13 +1,8 @@
 """The Dagster code location: every asset, check, job, schedule and sensor of the project.
 
-    hgpt ui                                  # the UI over workspace/dagster, on 127.0.0.1:3000
-    DAGSTER_HOME=$PWD/workspace/dagster dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
-    DAGSTER_HOME=$PWD/workspace/dagster dagster-daemon run -w workspace.yaml   # what hgpt ui runs
+    DAGSTER_HOME=$PWD/workspace/dagster dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+    hgpt ui                                  # the same, with the workspace set up first
     dagster definitions validate -w workspace.yaml
-
-Every asset's checks (check_specs) are evaluated with its materialization: raw_documents (has
-documents, text column), the data stages' conservation and shard checks, trained_checkpoint
-(finite final loss, checkpoint verifies), evaluation (beats the unigram baseline) and samples.
 """
 
 from __future__ import annotations
