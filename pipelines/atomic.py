@@ -49,16 +49,37 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+@contextlib.contextmanager
+def naming_the_file(path: str | os.PathLike):
+    """An OSError from a write (a full disk) says which file: the OS's own names none."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """`text` as `path`: written and fsynced under a temporary name, then renamed, so the file is
+    never half written under its name; on failure nothing is left behind and the error names it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with naming_the_file(path):
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def completed(out_dir: str | os.PathLike, fp: str) -> dict | None:

@@ -16,13 +16,14 @@ Only rank 0 calls callbacks. Metrics are plain Python numbers, ready for json.du
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from pipelines.atomic import naming_the_file, write_text_atomic
 
 
 @runtime_checkable
@@ -203,29 +204,6 @@ class JsonlLogger(BaseCallback):
     def on_train_end(self, result):
         self._write({"event": "end", "step": result.step, **result.to_dict()})
         self.lines.on_train_end(result)
-
-
-@contextlib.contextmanager
-def naming_the_file(path: Path):
-    """An OSError from a write (a full disk) says which file: the OS's own names none."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.filename is not None or exc.errno is None:
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """`text` as `path`, never half written under that name, nothing left behind on failure."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with naming_the_file(path):
-            tmp.write_text(text)
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _record_step(line: str) -> int | None:

@@ -30,9 +30,10 @@ import torch
 
 from evaluation.heldout import HeldoutResult, evaluate_loss
 from model.gpt import GPT
+from pipelines.atomic import write_text_atomic
 from pipelines.locking import exclusive_lock
 from training import distributed
-from training.callbacks import Callback, CallbackList, write_text_atomic
+from training.callbacks import Callback, CallbackList
 from training.checkpointing import (
     check_shard_fingerprint,
     latest_checkpoint,
@@ -273,7 +274,7 @@ def _train(cfg: TrainConfig, callbacks: CallbackList, dist: distributed.DistInfo
         run_dir=str(run_dir),
     )
     if dist.is_main:
-        _write_json_atomic(run_dir / RESULT_FILE, result.to_dict())
+        write_text_atomic(run_dir / RESULT_FILE, json.dumps(result.to_dict(), indent=2))
         callbacks.on_train_end(result)
     return result
 
@@ -283,10 +284,6 @@ def _evaluate(model, val_shards, cfg, seq_len, device, precision) -> HeldoutResu
     return evaluate_loss(model, val_shards, max_tokens=cfg.eval_tokens,
                          batch_size=cfg.micro_batch, seq_len=seq_len, device=device,
                          autocast_dtype=precision.autocast_dtype)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 class _SignalGuard:
