@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         # a message naming what was wrong; a traceback would bury it. HGPT_DEBUG=1 shows it.
         if os.environ.get("HGPT_DEBUG"):
             raise
-        print(f"hgpt {args.command}: error: {exc}", file=sys.stderr)
+        # One write per line: `hgpt train` under torchrun reports from every rank into one stream,
+        # and print's separate newline write lets two ranks' lines interleave.
+        sys.stderr.write(f"hgpt {args.command}: error: {exc}\n")
         return 2
 
 

@@ -142,5 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as exc:
         if os.environ.get("HGPT_DEBUG"):
             raise
-        print(f"train: error: {exc}", file=sys.stderr)
+        # One write per line (print writes the newline apart): under torchrun every rank reports
+        # the same error into one stream, and two writes per rank interleave mid-line.
+        sys.stderr.write(f"train: error: {exc}\n")
         return 2
