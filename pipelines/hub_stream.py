@@ -21,6 +21,7 @@ mirror.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import dataclass, field
@@ -95,18 +96,30 @@ def stream_documents(config: str = "sample-10BT", revision: str | None = None, r
     batch: list[dict] = []
     if limit is not None and done >= limit:
         return
-    for row in ds:
-        batch.append({**{k: row.get(k) for k in FINEWEB_SCHEMA.names},
-                      "source_file": source, "source_row": done, "input_error": None})
-        done += 1
-        last = limit is not None and done >= limit
-        if len(batch) == batch_rows or last:
+    rows = iter(ds)
+    try:
+        for row in rows:
+            batch.append({**{k: row.get(k) for k in FINEWEB_SCHEMA.names},
+                          "source_file": source, "source_row": done, "input_error": None})
+            done += 1
+            last = limit is not None and done >= limit
+            if len(batch) == batch_rows or last:
+                yield batch, StreamPosition(config, sha, done, ds.state_dict())
+                batch = []
+            if last:
+                return
+        if batch:
             yield batch, StreamPosition(config, sha, done, ds.state_dict())
-            batch = []
-        if last:
-            return
-    if batch:
-        yield batch, StreamPosition(config, sha, done, ds.state_dict())
+    finally:
+        # A stream left mid-file keeps pyarrow's scanner threads alive; if they are still there
+        # when the interpreter tears Arrow down, the process aborts at exit ("terminate called
+        # without an active exception"). Closing the row iterator and collecting now joins them
+        # while Arrow is alive.
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+        del rows
+        gc.collect()
 
 
 def kept_documents(snapshot_key: str, stage: str = "dedup", workspace: str | os.PathLike | None = None):

@@ -305,7 +305,12 @@ def _refused(*args, expect: str):
 
 
 def _command(name, source, tmp_path):
-    return {"sample": ("sample", source), "eval": ("eval", source, "--val-dir", tmp_path),
+    if name == "eval":  # a real validation shard, so the refusal can only be the checkpoint's
+        from pipelines.shard_format import write_shard
+
+        (tmp_path / "shards").mkdir(exist_ok=True)
+        write_shard(tmp_path / "shards" / "val_000000.bin", list(range(64)))
+    return {"sample": ("sample", source), "eval": ("eval", source, "--val-dir", tmp_path / "shards"),
             "export-hf": ("export-hf", source, tmp_path / "out"),
             "import-hf": ("import-hf", source, tmp_path / "out")}[name]
 
