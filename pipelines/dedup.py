@@ -45,7 +45,6 @@ complete, and `order.json` is replaced atomically.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -66,7 +65,7 @@ import xxhash  # installed with datasets (a dependency); datatrove's MinHash has
 from pipelines import atomic
 from pipelines.filtering import _PARQUET_OPTS, KEPT_SCHEMA
 from pipelines.locking import LockHeld, exclusive_lock
-from pipelines.parallel import ordered_map, process_pool
+from pipelines.executors import check_executor, open_executor, read_record, recorded
 
 STAGE_VERSION = "dedup-2"
 DUP_SCHEMA = pa.schema(
@@ -109,16 +108,19 @@ class DedupConfig:
     task_rows: int = 50_000
     tasks: int = 0
     workers: int = 1
+    executor: str = "local"  # where the tasks run: "local" (processes here) or "ray"
+    ray_address: str | None = None  # with "ray": the cluster (None: local or already attached)
 
     def __post_init__(self) -> None:
         if self.n_grams < 1 or self.num_buckets < 1 or self.hashes_per_bucket < 1:
             raise ValueError("n_grams, num_buckets and hashes_per_bucket must be >= 1")
         if min(self.batch_rows, self.run_rows, self.merge_rows, self.task_rows, self.workers) < 1 or self.tasks < 0:
             raise ValueError("batch_rows, run_rows, merge_rows, task_rows and workers must be >= 1, tasks >= 0")
+        check_executor(self.executor, self.ray_address)
 
     def output_fields(self) -> dict:
         """The settings the output depends on (the fingerprint); the others only cut the work."""
-        cut = {"batch_rows", "run_rows", "merge_rows", "task_rows", "tasks", "workers"}
+        cut = {"batch_rows", "run_rows", "merge_rows", "task_rows", "tasks", "workers", "executor", "ray_address"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in cut}
 
 
@@ -310,29 +312,6 @@ def _save(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _record(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _recorded(where):
-    """A task that writes its completion record (its result) last, and is skipped on a rerun once
-    that record exists: a crash redoes only the tasks that did not finish."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(job: dict) -> dict:
-            done = Path(job["work"]) / where(job)
-            if (rec := _record(done)) is not None:
-                return rec
-            rec = fn(job)
-            atomic.write_json_atomic(done, rec)
-            return rec
-        return run
-    return wrap
-
-
 def _bucket_names(cfg: DedupConfig) -> list[str]:
     return ([_EXACT] if cfg.exact else []) + ([f"b{b:02d}" for b in range(cfg.num_buckets)] if cfg.minhash else [])
 
@@ -362,7 +341,7 @@ def _batches(pf: pq.ParquetFile, g0: int, g1: int, rows: int, columns=None) -> I
         yield from pf.iter_batches(batch_size=rows, row_groups=[g], columns=columns)
 
 
-@_recorded(lambda job: f"sig/{job['task']:05d}.done.json")
+@recorded(lambda job: f"sig/{job['task']:05d}.done.json")
 def _signature_task(job: dict) -> dict:
     work, i = Path(job["work"]), job["task"]
     cfg = DedupConfig(**job["cfg"])
@@ -480,7 +459,7 @@ def merge_runs(sources: list[Iterator[np.ndarray]]) -> Iterator[np.ndarray]:
         yield block[np.lexsort((block["i"], block["k"]))]
 
 
-@_recorded(lambda job: f"pairs/{job['bucket']}.done.json")
+@recorded(lambda job: f"pairs/{job['bucket']}.done.json")
 def _match_task(job: dict) -> dict:
     """Pairs (group's first, member) for documents sharing a key in one bucket, and this snapshot's
     distinct keys with their first document (the index it registers)."""
@@ -556,7 +535,7 @@ def _pair_chunks(path: Path, rows: int) -> Iterator[np.ndarray]:
 def _cluster(work: Path, cfg: DedupConfig, base: int, chunk: int) -> dict:
     """The removal file: (row, kind, root) of every removed document, sorted by row."""
     done = work / "clusters.done.json"
-    if (rec := _record(done)) is not None:
+    if (rec := read_record(done)) is not None:
         return rec
     removed: dict[int, tuple[int, int]] = {}
     if cfg.exact:  # exact pairs are stars around the group's first: no union needed
@@ -611,7 +590,7 @@ def lookup_ids(path: Path, rows: list[int], column: str = "id") -> dict[int, str
     return out
 
 
-@_recorded(lambda job: f"parts/{job['task']:05d}.done.json")
+@recorded(lambda job: f"parts/{job['task']:05d}.done.json")
 def _filter_task(job: dict) -> dict:
     work, i = Path(job["work"]), job["task"]
     cfg = DedupConfig(**job["cfg"])
@@ -821,26 +800,26 @@ def _dedup(kept_parquet: Path, out_dir: Path, index_dir: Path | None, cfg: Dedup
                     shutil.rmtree(old, ignore_errors=True)
         for sub in ("sig", "pairs", "parts"):
             (work / sub).mkdir(parents=True, exist_ok=True)
-        common = {"work": str(work), "kept": str(kept_parquet), "cfg": asdict(cfg)}
+        # Absolute paths: a Ray worker need not share this process's working directory.
+        common = {"work": str(work.absolute()), "kept": str(kept_parquet.absolute()), "cfg": asdict(cfg)}
         workers = min(cfg.workers, len(plan))
 
-        with process_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        with open_executor(cfg.executor, workers, cfg.ray_address) as ex:
             sig_recs = []
-            for rec in ordered_map(_signature_task, [{**common, "task": i, "slice": s} for i, s in enumerate(plan)],
-                                   workers, pool=pool):
+            for rec in ex.map(_signature_task, [{**common, "task": i, "slice": s} for i, s in enumerate(plan)]):
                 sig_recs.append(rec)
                 if progress is not None:
                     progress.update(rec["docs"])
             names = _bucket_names(cfg)
             chunk = max(1024, cfg.merge_rows // max(1, sum(r["runs"] for r in sig_recs) + len(earlier)))
             jobs = [{**common, "bucket": b, "base": base, "chunk": chunk, "runs": [r["runs"] for r in sig_recs],
-                     "earlier": [(str(p), j << _SNAP_SHIFT) for j, (p, _) in enumerate(earlier_files)]}
+                     "earlier": [(str(p.absolute()), j << _SNAP_SHIFT) for j, (p, _) in enumerate(earlier_files)]}
                     for b in names]
-            list(ordered_map(_match_task, jobs, min(workers, len(names)) if names else 1, pool=pool))
+            list(ex.map(_match_task, jobs))
             _cluster(work, cfg, base, chunk)
             fjobs = [{**common, "task": i, "slice": s, "position": position, "snapshots": [*earlier, key],
-                      "earlier_ids": [str(ids) for _, ids in earlier_files]} for i, s in enumerate(plan)]
-            parts = list(ordered_map(_filter_task, fjobs, workers, pool=pool))
+                      "earlier_ids": [str(ids.absolute()) for _, ids in earlier_files]} for i, s in enumerate(plan)]
+            parts = list(ex.map(_filter_task, fjobs))
 
         kept_w = _FixedRowGroups(atomic.parquet_writer(stage / "kept.parquet", KEPT_SCHEMA, **_PARQUET_OPTS))
         dup_w = _FixedRowGroups(atomic.parquet_writer(stage / "duplicates.parquet", DUP_SCHEMA, **_PARQUET_OPTS))
