@@ -7,7 +7,7 @@
 Steps: build the default snapshot (docstrings of the installed Python packages, never FineWeb)
 or resolve the chosen source; register it as a `snapshots` partition; run the `process_snapshot`
 job for it; run the `retrain` job (training through Pipes, evaluation, samples). Everything is
-recorded in workspace/dagster (so `dagster dev` shows it afterwards) and workspace/mlflow.
+recorded in workspace/dagster (so `hgpt ui` shows it afterwards) and workspace/mlflow.
 
 Reruns are idempotent: a step whose inputs did not change since its last successful
 materialization is skipped (no duplicate MLflow runs or model versions; --force reruns it, adding
@@ -72,8 +72,9 @@ def recover_interrupted_runs(instance, mlflow_resource=None) -> list[str]:
         if mlflow_resource is not None and mlflow_resource.enabled:
             try:
                 client = mlflow_resource.client()
-                exp = mlflow_resource.experiment_id(client)
-                for r in client.search_runs([exp], f"tags.`dagster.run_id` = '{run.run_id}'"):
+                # data stages and training log into experiments of their own
+                exps = mlflow_resource.experiment_ids(client)
+                for r in client.search_runs(exps, f"tags.`dagster.run_id` = '{run.run_id}'"):
                     if r.info.status == "RUNNING":
                         client.set_terminated(r.info.run_id, "KILLED")
             except Exception as exc:  # tracking is best effort here
@@ -190,7 +191,7 @@ def _run_main(ws: Workspace, source, input_dir, hub_config, hub_max_files, prese
     stale = recover_interrupted_runs(instance, mlflow)
     if stale:
         _say(f"marked {len(stale)} interrupted run(s) as failed: {', '.join(stale)}")
-    mlflow.experiment_id()  # create the store and experiment once, before parallel steps
+    mlflow.experiment_ids()  # create the store and experiments once, before parallel steps
 
     snapshot, hub_source = resolve_source(ws, source, input_dir, hub_config, hub_max_files, default_max_chars)
     registry.register(ws, snapshot, hub_source)

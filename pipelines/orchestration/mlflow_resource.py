@@ -31,6 +31,28 @@ TAG_PARTITION = "dagster.partition_key"
 TAG_JOB = "dagster.job"
 TAG_RUN_URL = "dagster.run_url"
 NO_PARTITION = "__none__"
+# Tags MLflow's UI reads: a run's description (its "Description" box, also on experiments,
+# models and versions) and its parent (evaluation and samples runs nest under their training run).
+TAG_NOTE = "mlflow.note.content"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_MODEL_VERSION = "hgpt.model_version"
+TAG_MODEL_ID = "hgpt.model_id"
+
+# Data-pipeline runs and training runs log different metrics (documents and rejections vs. loss
+# curves); in one experiment MLflow's chart view would mix both, so each kind has its own.
+EXPERIMENT_DESCRIPTIONS = {
+    "data": "One run per data-stage materialization of a snapshot (raw documents, filters, dedup, "
+    "token shards, statistics): document counts, rejections by rule, shard token counts. Tagged "
+    "with the Dagster run, asset and snapshot partition.",
+    "training": "One run per training of GPT-2 from scratch (loss, lr, grad norm, MFU, validation "
+    "loss and bits per byte, system metrics, checkpoints), with its evaluation and samples runs "
+    "nested under it. The snapshots trained on are the runs' dataset inputs.",
+}
+REGISTERED_MODEL_DESCRIPTION = (
+    "GPT-2 (decoder-only transformer, GPT-2 BPE tokenizer) trained from scratch on FineWeb-style "
+    "snapshots by the Dagster asset trained_checkpoint. Each version is one training run's final "
+    "weights as a safetensors checkpoint behind a pyfunc that continues text prompts; the "
+    "`champion` alias marks the version with the best held-out loss.")
 
 
 def default_tracking_uri() -> str:
@@ -77,19 +99,33 @@ class TrackedRun:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None,
+                    model_id: str | None = None, dataset: Any = None) -> None:
+        """Metrics of this run; with `model_id` they are also the LoggedModel's metrics (its page
+        lists them), with `dataset` (an mlflow.entities.Dataset) marked as measured on it."""
         import time
 
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
+        on = {"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset else {}
         items = [
-            Metric(k, float(v), ts, step or 0)
+            Metric(k, float(v), ts, step or 0, model_id=model_id, **on)
             for k, v in metrics.items()
-            if isinstance(v, (int, float)) and v == v  # NaN is not loggable as a number
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and v == v  # NaN is not loggable as a number
         ]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
+
+    def log_inputs(self, datasets: list, context: str, model_id: str | None = None) -> None:
+        """Datasets (see `snapshot_dataset`) as this run's inputs, used as `context` ("training",
+        "evaluation"), and a LoggedModel as an input (the model an evaluation scored)."""
+        from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+
+        tags = [InputTag("mlflow.data.context", context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(d, tags) for d in datasets],
+                               models=[LoggedModelInput(model_id)] if model_id else None)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -119,7 +155,11 @@ class MLflowTracking(ConfigurableResource):
         default=None,
         description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else SQLite in the workspace.",
     )
-    experiment_name: str = Field(default="homebrew-gpt2", description="Experiment for all runs.")
+    experiment_name: str = Field(
+        default="homebrew-gpt2",
+        description="Experiment of training runs (with their evaluation and samples runs nested).")
+    data_experiment_name: str = Field(
+        default="homebrew-gpt2-data", description="Experiment of the data-pipeline runs.")
     registered_model_name: str = Field(
         default="homebrew-gpt2", description="Registry name for trained models."
     )
@@ -163,26 +203,38 @@ class MLflowTracking(ConfigurableResource):
         root.mkdir(parents=True, exist_ok=True)
         return root.as_uri()
 
-    def experiment_id(self, client=None) -> str:
+    def experiment_names(self) -> dict[str, str]:
+        return {"training": self.experiment_name, "data": self.data_experiment_name}
+
+    def experiment_id(self, client=None, kind: str = "training") -> str:
+        """The experiment of `kind` ("training" or "data"), created with its description."""
         client = client or self.client()
-        exp = client.get_experiment_by_name(self.experiment_name)
+        name = self.experiment_names()[kind]
+        exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
         try:
-            return client.create_experiment(self.experiment_name, artifact_location=self.artifact_root())
+            return client.create_experiment(name, artifact_location=self.artifact_root(),
+                                            tags={TAG_NOTE: EXPERIMENT_DESCRIPTIONS[kind]})
         except Exception:  # created by a concurrent step in the meantime
-            exp = client.get_experiment_by_name(self.experiment_name)
+            exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
+
+    def experiment_ids(self, client=None) -> list[str]:
+        """Every experiment this resource writes to (e.g. to find a Dagster run's MLflow runs)."""
+        client = client or self.client()
+        return [self.experiment_id(client, kind) for kind in self.experiment_names()]
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.resolved_ui_url()}/#/experiments/{experiment_id}/runs/{run_id}"
 
     # -- runs --------------------------------------------------------------------------------
-    def find_run(self, dagster_run_id: str, asset_key: str, partition_key: str | None):
+    def find_run(self, dagster_run_id: str, asset_key: str, partition_key: str | None,
+                 experiment: str = "training"):
         client = self.client()
-        exp_id = self.experiment_id(client)
+        exp_id = self.experiment_id(client, experiment)
         filt = (
             f"tags.`{TAG_DAGSTER_RUN}` = '{dagster_run_id}' AND tags.`{TAG_ASSET_KEY}` = '{asset_key}'"
             f" AND tags.`{TAG_PARTITION}` = '{partition_key or NO_PARTITION}'"
@@ -196,16 +248,21 @@ class MLflowTracking(ConfigurableResource):
         context,
         run_name: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        experiment: str = "training",
+        parent_run_id: str | None = None,
+        description: str | None = None,
     ) -> Iterator[TrackedRun | None]:
         """Create (or, for a retried step, continue) the MLflow run of this materialization.
 
         Tagged with the Dagster run id, asset key and partition key; ends FINISHED, or FAILED when
-        the body raises. Yields None when tracking is disabled."""
+        the body raises. `experiment` is "training" or "data"; `parent_run_id` nests the run under
+        another (the UI shows it below its parent); `description` is the run's description.
+        Yields None when tracking is disabled."""
         if not self.enabled:
             yield None
             return
         client = self.client()
-        exp_id = self.experiment_id(client)
+        exp_id = self.experiment_id(client, experiment)
         asset_key = context.asset_key.to_user_string()
         partition = context.partition_key if context.has_partition_key else None
         run_tags = {
@@ -214,9 +271,11 @@ class MLflowTracking(ConfigurableResource):
             TAG_PARTITION: partition or NO_PARTITION,
             TAG_JOB: context.job_name,
             TAG_RUN_URL: f"{self.dagster_ui_url.rstrip('/')}/runs/{context.run.run_id}",
+            **({TAG_PARENT: parent_run_id} if parent_run_id else {}),
+            **({TAG_NOTE: description} if description else {}),
             **{k: str(v) for k, v in (tags or {}).items()},
         }
-        existing = self.find_run(context.run.run_id, asset_key, partition)
+        existing = self.find_run(context.run.run_id, asset_key, partition, experiment)
         if existing is not None:
             run_id = existing.info.run_id
             client.update_run(run_id, status="RUNNING")
@@ -234,6 +293,19 @@ class MLflowTracking(ConfigurableResource):
             raise
         else:
             client.set_terminated(run_id, "FINISHED")
+
+
+def snapshot_dataset(snapshot_key: str, content_hash: str, shard_dir: str | os.PathLike,
+                     profile: Mapping[str, Any] | None = None):
+    """One snapshot's token shards as an MLflow dataset: name and source = the snapshot key,
+    digest = the content hash the tokenize stage recorded for its shards (MLflow keeps at most
+    36 characters of a digest; the whole hash is in the source). Built as the dataset entity
+    itself: the shards are llm.c .bin files, which none of mlflow.data's loaders reads."""
+    from mlflow.entities import Dataset
+
+    source = {"snapshot_key": snapshot_key, "content_hash": content_hash, "shards": str(shard_dir)}
+    return Dataset(name=snapshot_key, digest=str(content_hash)[:36], source_type="hgpt_snapshot",
+                   source=json.dumps(source), profile=json.dumps(dict(profile or {}), default=str))
 
 
 def _is_interrupt() -> bool:

@@ -118,6 +118,16 @@ def stop_tree(tree: ProcessTree, grace_s: float, log=None) -> None:
     tree.wait_gone(5)
 
 
+class _SingleWriterTempFileReader(PipesTempFileMessageReader):
+    """Dagster's temp-file reader, stating that one process writes to it (rank 0 alone opens
+    the Pipes channel). The base property is marked preview and warns each time Dagster's
+    message handler reads it, on every training run, about a feature we do not use."""
+
+    @property
+    def expected_writer_count(self) -> int:
+        return 1
+
+
 class TrainingLauncher(ConfigurableResource):
     """How the training subprocess is started: torchrun with N processes per node (or plain python)."""
 
@@ -150,9 +160,11 @@ class TrainingLauncher(ConfigurableResource):
         cmd = self.command(module, args)
         context.log.info("starting: " + " ".join(cmd))
         with open_pipes_session(
-            context=context,
+            # The op context of the asset's step: Dagster's Pipes reads `run_id` from the context
+            # it is given, which on an AssetExecutionContext is deprecated (and warns each run).
+            context=getattr(context, "op_execution_context", context),
             context_injector=PipesTempFileContextInjector(),
-            message_reader=PipesTempFileMessageReader(),
+            message_reader=_SingleWriterTempFileReader(),
             extras=extras,
         ) as session:
             proc = subprocess.Popen(

@@ -55,6 +55,10 @@ def test_checks_jobs_schedules_sensors():
     graph = defs.resolve_asset_graph()
     checks = {c.to_user_string() for c in graph.asset_check_keys}
     assert checks == {
+        "raw_documents:has_documents",
+        "raw_documents:files_have_text",
+        "trained_checkpoint:final_loss_finite",
+        "trained_checkpoint:checkpoint_verifies",
         "filtered_documents:documents_conserved",
         "deduplicated_documents:documents_conserved",
         "token_shards:shard_headers_match_manifest",

@@ -10,6 +10,7 @@ is enough to beat the unigram baseline.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,14 +42,16 @@ def materialized(workspace_root, instance):
     tracking = f"sqlite:///{workspace_root}/mlflow/mlflow.db"
     defs = build_definitions({"workspace": WorkspaceResource(root=str(workspace_root)),
                               "mlflow": MLflowTracking(tracking_uri=tracking)})
-    data = defs.resolve_job_def("process_snapshot").execute_in_process(
-        instance=instance, partition_key=snapshot.key,
-        run_config={"ops": {"token_shards": {"config": {"val_fraction": 0.05}}}})
-    run_config = preset_run_config("tiny", **TRAIN_OVERRIDES)
-    run_config["ops"]["evaluation"] = {"config": {"max_tokens": 4096}}
-    train = defs.resolve_job_def("retrain").execute_in_process(instance=instance, run_config=run_config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = defs.resolve_job_def("process_snapshot").execute_in_process(
+            instance=instance, partition_key=snapshot.key,
+            run_config={"ops": {"token_shards": {"config": {"val_fraction": 0.05}}}})
+        run_config = preset_run_config("tiny", **TRAIN_OVERRIDES)
+        run_config["ops"]["evaluation"] = {"config": {"max_tokens": 4096}}
+        train = defs.resolve_job_def("retrain").execute_in_process(instance=instance, run_config=run_config)
     return {"snapshot": snapshot, "data": data, "train": train, "defs": defs, "tracking": tracking,
-            "ws": ws}
+            "ws": ws, "warnings": [f"{w.category.__name__}: {w.message}" for w in caught]}
 
 
 def _materializations(result) -> dict:
@@ -64,6 +67,10 @@ def test_every_asset_and_check_succeeds(materialized):
     checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
               for r in (data, train) for e in r.get_asset_check_evaluations()}
     assert checks == {
+        "raw_documents:has_documents": True,
+        "raw_documents:files_have_text": True,
+        "trained_checkpoint:final_loss_finite": True,
+        "trained_checkpoint:checkpoint_verifies": True,
         "filtered_documents:documents_conserved": True,
         "deduplicated_documents:documents_conserved": True,
         "token_shards:shard_headers_match_manifest": True,
@@ -112,8 +119,14 @@ def test_one_mlflow_run_per_materialization_with_tags(materialized):
     from mlflow import MlflowClient
 
     client = MlflowClient(materialized["tracking"])
-    exp = client.get_experiment_by_name("homebrew-gpt2")
-    runs = client.search_runs([exp.experiment_id], max_results=100)
+    # data-pipeline runs and training runs in experiments of their own
+    data_exp = client.get_experiment_by_name("homebrew-gpt2-data")
+    train_exp = client.get_experiment_by_name("homebrew-gpt2")
+    data_runs = client.search_runs([data_exp.experiment_id], max_results=100)
+    train_runs = client.search_runs([train_exp.experiment_id], max_results=100)
+    assert {r.data.tags["dagster.asset_key"] for r in data_runs} == set(DATA)
+    assert {r.data.tags["dagster.asset_key"] for r in train_runs} == {"trained_checkpoint", "evaluation", "samples"}
+    runs = data_runs + train_runs
     mats = {**_materializations(materialized["data"]), **_materializations(materialized["train"])}
     assert len(runs) == len(mats) == 8
     by_asset = {r.data.tags["dagster.asset_key"]: r for r in runs}
@@ -210,3 +223,93 @@ def test_bits_per_byte_beside_every_loss(materialized):
     assert run.data.metrics["val_bpb"] == eval_meta["val_bpb"].value
     version = client.get_model_version("homebrew-gpt2", train_meta["registered_model_version"].value)
     assert float(version.tags["hgpt.val_bpb"]) == eval_meta["val_bpb"].value
+
+
+def test_snapshot_is_the_dataset_input_of_training_and_evaluation(materialized):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(materialized["tracking"])
+    mats = _materializations(materialized["train"])
+    key = materialized["snapshot"].key
+    content_hash = _materializations(materialized["data"])["token_shards"].metadata["content_hash"].value
+    for asset, context in (("trained_checkpoint", "training"), ("evaluation", "evaluation")):
+        run = client.get_run(mats[asset].metadata["mlflow_run_id"].value)
+        (used,) = run.inputs.dataset_inputs
+        assert used.dataset.name == key
+        assert used.dataset.digest == content_hash[:36]
+        assert json.loads(used.dataset.source)["snapshot_key"] == key
+        assert json.loads(used.dataset.source)["content_hash"] == content_hash
+        assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == context
+    evaluated = client.get_run(mats["evaluation"].metadata["mlflow_run_id"].value)
+    assert [m.model_id for m in evaluated.inputs.model_inputs] == [
+        mats["trained_checkpoint"].metadata["mlflow_model_id"].value]
+
+
+def test_logged_model_has_metrics_signature_and_description(materialized):
+    from mlflow import MlflowClient
+    from mlflow.models import get_model_info
+
+    client = MlflowClient(materialized["tracking"])
+    mats = _materializations(materialized["train"])
+    train_meta, eval_meta = mats["trained_checkpoint"].metadata, mats["evaluation"].metadata
+    logged = client.get_logged_model(train_meta["mlflow_model_id"].value)
+    by_run = {}
+    for m in logged.metrics:
+        by_run.setdefault(m.run_id, {})[m.key] = m
+    train_run, eval_run = train_meta["mlflow_run_id"].value, eval_meta["mlflow_run_id"].value
+    assert {"val_loss", "val_bpb", "train_loss"} <= set(by_run[train_run])
+    assert by_run[eval_run]["val_loss"].value == eval_meta["val_loss"].value
+    assert by_run[eval_run]["val_bpb"].value == eval_meta["val_bpb"].value
+    assert by_run[eval_run]["val_loss"].dataset_name == materialized["snapshot"].key
+    info = get_model_info(train_meta["mlflow_model_uri"].value)
+    sig = info.signature
+    assert [t.name for t in sig.inputs.input_types()] == ["string"]  # a list of prompts ...
+    assert [t.name for t in sig.outputs.input_types()] == ["string"]  # ... their continuations
+    assert {p.name: p.default for p in sig.params.params} == {
+        "max_new_tokens": 48, "temperature": 0.8, "top_k": 50, "seed": 0}
+    assert info.saved_input_example_info is not None
+    model = client.get_registered_model("homebrew-gpt2")
+    assert "GPT-2" in model.description and "champion" in model.description
+    version = client.get_model_version("homebrew-gpt2", train_meta["registered_model_version"].value)
+    assert materialized["snapshot"].key in version.description and "steps" in version.description
+    assert version.run_id == train_run
+    assert version.tags["hgpt.evaluation_run_id"] == eval_run
+    for name in ("homebrew-gpt2", "homebrew-gpt2-data"):
+        assert client.get_experiment_by_name(name).tags["mlflow.note.content"]
+
+
+def test_evaluation_and_samples_runs_nest_under_the_training_run(materialized):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(materialized["tracking"])
+    mats = _materializations(materialized["train"])
+    train_meta = mats["trained_checkpoint"].metadata
+    assert client.get_run(train_meta["mlflow_run_id"].value).data.tags["mlflow.note.content"]
+    for asset in ("evaluation", "samples"):
+        tags = client.get_run(mats[asset].metadata["mlflow_run_id"].value).data.tags
+        assert tags["mlflow.parentRunId"] == train_meta["mlflow_run_id"].value
+        assert tags["hgpt.model_version"] == train_meta["registered_model"].value
+        assert tags["hgpt.model_id"] == train_meta["mlflow_model_id"].value
+        assert tags["mlflow.note.content"]
+
+
+def test_trained_checkpoint_metadata_has_a_loss_curve(materialized):
+    meta = _materializations(materialized["train"])["trained_checkpoint"].metadata
+    assert "data:image/png;base64," in meta["loss_curve"].value
+    rows = [r.data for r in meta["loss_table"].value.records]
+    assert [r["step"] for r in rows] == list(range(1, 61))
+    assert all(isinstance(r["loss"], float) for r in rows)
+    assert [r["step"] for r in rows if r["val_loss"] is not None] == [30, 60]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_raw_documents_revision_is_left_out_for_a_local_snapshot(materialized):
+    meta = _materializations(materialized["data"])["raw_documents"].metadata
+    assert "revision" not in meta and meta["kind"].value == "local"
+
+
+def test_no_third_party_warnings_a_user_cannot_act_on(materialized):
+    noise = [w for w in materialized["warnings"] if "expected_writer_count" in w
+             or "Add type hints to the `predict` method" in w
+             or ("run_id" in w and "DeprecationWarning" in w)]
+    assert not noise, noise

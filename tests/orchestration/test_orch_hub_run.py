@@ -60,7 +60,7 @@ def test_hgpt_run_from_the_hub_is_pinned_and_recorded(hub, tmp_path):
         assert record.metadata["kind"].value == "hub"
         assert instance.get_latest_materialization_event(AssetKey("samples")) is not None
     client = MlflowClient(f"sqlite:///{root}/mlflow/mlflow.db")
-    exp = client.get_experiment_by_name("homebrew-gpt2")
+    exp = client.get_experiment_by_name("homebrew-gpt2-data")  # the data stages' experiment
     raw = [r for r in client.search_runs([exp.experiment_id]) if r.data.params.get("snapshot_key") == key]
     assert len(raw) == 1 and raw[0].data.params["revision"] == sha and raw[0].data.params["kind"] == "hub"
     registered = json.loads((root / "data" / "_snapshots" / f"{key}.json").read_text())

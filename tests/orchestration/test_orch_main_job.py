@@ -46,8 +46,9 @@ def _state(root: Path):
                         if instance.get_latest_materialization_event(k) is not None}
         statuses = {r.run_id: r.status.value for r in runs}
     client = MlflowClient(f"sqlite:///{root}/mlflow/mlflow.db")
-    exp = client.get_experiment_by_name("homebrew-gpt2")
-    mruns = client.search_runs([exp.experiment_id], max_results=500)
+    # training (with evaluation and samples) and the data stages, each in its experiment
+    exps = [client.get_experiment_by_name(n).experiment_id for n in ("homebrew-gpt2", "homebrew-gpt2-data")]
+    mruns = client.search_runs(exps, max_results=500)
     versions = client.search_model_versions("name = 'homebrew-gpt2'")
     return statuses, materialized, mruns, versions
 

@@ -72,3 +72,49 @@ def test_disabled_tracking_yields_none(tmp_path):
     with DagsterInstance.ephemeral() as instance:
         assert materialize([untracked], instance=instance,
                            resources={"mlflow": MLflowTracking(enabled=False)}).success
+
+
+@asset
+def nested_data(context: AssetExecutionContext, mlflow: MLflowTracking) -> None:
+    from pipelines.orchestration.mlflow_resource import snapshot_dataset
+
+    with mlflow.asset_run(context, experiment="training", description="the parent") as parent:
+        pass
+    with mlflow.asset_run(context, experiment="data", parent_run_id=parent.run_id,
+                          description="a child") as child:
+        dataset = snapshot_dataset("snap-1", "ab" * 32, "/data/snap-1/shards", {"train_tokens": 7})
+        child.log_inputs([dataset], "training")
+        child.log_metrics({"val_loss": 1.5, "flag": True}, dataset=dataset)
+    context.add_output_metadata({"parent": parent.run_id, "child": child.run_id})
+
+
+def test_experiments_descriptions_nesting_and_dataset_inputs(tmp_path):
+    import json
+
+    from dagster import DagsterInstance
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([nested_data], instance=instance,
+                             resources={"mlflow": MLflowTracking(tracking_uri=uri)})
+    assert result.success
+    (mat,) = result.get_asset_materialization_events()
+    meta = mat.materialization.metadata
+    client = MlflowClient(uri)
+    train_exp = client.get_experiment_by_name("homebrew-gpt2")
+    data_exp = client.get_experiment_by_name("homebrew-gpt2-data")
+    assert "training" in train_exp.tags["mlflow.note.content"]
+    assert "data-stage" in data_exp.tags["mlflow.note.content"]
+    parent, child = client.get_run(meta["parent"].value), client.get_run(meta["child"].value)
+    assert parent.info.experiment_id == train_exp.experiment_id
+    assert child.info.experiment_id == data_exp.experiment_id
+    assert parent.data.tags["mlflow.note.content"] == "the parent"
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    (used,) = child.inputs.dataset_inputs
+    assert (used.dataset.name, used.dataset.digest) == ("snap-1", ("ab" * 32)[:36])
+    assert json.loads(used.dataset.source) == {"snapshot_key": "snap-1", "content_hash": "ab" * 32,
+                                               "shards": "/data/snap-1/shards"}
+    assert json.loads(used.dataset.profile) == {"train_tokens": 7}
+    assert [(t.key, t.value) for t in used.tags] == [("mlflow.data.context", "training")]
+    assert child.data.metrics == {"val_loss": 1.5}  # a bool is not a metric

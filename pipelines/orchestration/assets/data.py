@@ -11,6 +11,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
@@ -60,17 +61,29 @@ def _count_rows(path: str | Path) -> int:
     code_version="raw-1",
     description="The documents of one snapshot as they arrived (local FineWeb-schema files or a "
     "FineWeb dump from the hub): files, document and token counts.",
+    check_specs=[
+        AssetCheckSpec("has_documents", asset="raw_documents",
+                       description="the snapshot holds at least one document"),
+        AssetCheckSpec("files_have_text", asset="raw_documents",
+                       description="every parquet file has a string `text` column (FineWeb's "
+                       "schema; JSON lines files are checked row by row when read)"),
+    ],
 )
 def raw_documents(context: AssetExecutionContext, workspace: WorkspaceResource,
                   mlflow: MLflowTracking) -> MaterializeResult:
     key = context.partition_key
     snapshot = registry.resolve(workspace.ws(), key, workspace.inbox_dir())
-    with mlflow.asset_run(context) as run:
+    with mlflow.asset_run(context, experiment="data") as run:
         files, docs, tokens, size = [], 0, 0, 0
+        schema_problems: list[str] = []
         for path in snapshot.files:
             path = Path(path)
             if path.name.endswith(".parquet"):
                 pf = pq.ParquetFile(path)
+                text = pf.schema_arrow.field("text") if "text" in pf.schema_arrow.names else None
+                if text is None or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+                    schema_problems.append(f"{path.name}: no string `text` column "
+                                           f"(columns: {', '.join(pf.schema_arrow.names)})")
                 n = pf.metadata.num_rows
                 t = 0
                 if "token_count" in pf.schema_arrow.names:
@@ -93,7 +106,8 @@ def raw_documents(context: AssetExecutionContext, workspace: WorkspaceResource,
         metadata = {
             "snapshot_key": key,
             "kind": snapshot.kind,
-            "revision": snapshot.revision or "",
+            # A hub snapshot's commit sha; a local one has none (its key holds its files' hash).
+            **({"revision": snapshot.revision} if snapshot.revision else {}),
             "documents": docs,
             "token_count (as recorded in the files)": tokens,
             "bytes": size,
@@ -107,7 +121,16 @@ def raw_documents(context: AssetExecutionContext, workspace: WorkspaceResource,
             run.log_metrics({"documents": docs, "token_count": tokens, "bytes": size})
             log_table_artifact(run, files, "files.json")
             metadata.update(run.dagster_metadata())
-    return MaterializeResult(metadata=metadata)
+    checks = [
+        AssetCheckResult(check_name="has_documents", passed=docs > 0, severity=AssetCheckSeverity.ERROR,
+                         metadata={"documents": docs, "files": len(files)}),
+        AssetCheckResult(check_name="files_have_text", passed=not schema_problems,
+                         severity=AssetCheckSeverity.ERROR,
+                         metadata={"problems": MetadataValue.md(
+                             "\n".join(f"- {p}" for p in schema_problems) or "none"),
+                             "files": len(files)}),
+    ]
+    return MaterializeResult(metadata=metadata, check_results=checks)
 
 
 @asset(
@@ -142,7 +165,7 @@ def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig
     cfg = FilterStageConfig(filters=filters, read=ReadConfig(limit_docs=config.limit_docs))
     out = stage_dir(workspace, key, "filtered")
     _fresh(out, config.force)
-    with mlflow.asset_run(context) as run:
+    with mlflow.asset_run(context, experiment="data") as run:
         result = filter_snapshot(snapshot, out, cfg)
         kept_rows, rejected_rows = _count_rows(result.kept_path), _count_rows(result.rejected_path)
         conserved = result.docs_in == kept_rows + rejected_rows
@@ -206,7 +229,7 @@ def deduplicated_documents(context: AssetExecutionContext, config: DedupAssetCon
     out = stage_dir(workspace, key, "dedup")
     _fresh(out, config.force)
     cfg = DedupConfig(cross_snapshot=config.cross_snapshot, workers=config.workers)
-    with mlflow.asset_run(context) as run:
+    with mlflow.asset_run(context, experiment="data") as run:
         result = dedup_snapshot(kept, out, workspace.ws().dedup_index, cfg, snapshot_key=key)
         kept_rows, dup_rows = _count_rows(result.kept_path), _count_rows(result.duplicates_path)
         metadata = {
@@ -307,7 +330,7 @@ def token_shards(context: AssetExecutionContext, config: TokenizeAssetConfig,
         cfg = replace(cfg, val_fraction=config.val_fraction)
     if config.shard_tokens is not None:
         cfg = replace(cfg, shard_tokens=config.shard_tokens)
-    with mlflow.asset_run(context) as run:
+    with mlflow.asset_run(context, experiment="data") as run:
         result = tokenize_documents(docs, out, cfg)
         manifest = Path(result.manifest_path)
         ok, problems = verify_shards(out, manifest)
@@ -371,7 +394,7 @@ def dataset_statistics(context: AssetExecutionContext, config: StageConfig,
     base = workspace.ws().snapshot_dir(key)
     out = base / "stats"
     _fresh(out, config.force)
-    with mlflow.asset_run(context) as run:
+    with mlflow.asset_run(context, experiment="data") as run:
         result = compute_statistics(
             base / "dedup" / "kept.parquet", base / "filtered" / "rejected.parquet",
             base / "dedup" / "duplicates.parquet", base / "shards" / "manifest.parquet",

@@ -31,7 +31,7 @@ from dagster import (
 from pipelines.orchestration.assets.data import filtered_documents, token_shards
 from pipelines.orchestration.configs import EvaluationConfig, SamplesConfig, TrainingConfig
 from pipelines.orchestration.metadata import git_commit, hash_strings, json_md, md_table
-from pipelines.orchestration.mlflow_resource import MLflowTracking
+from pipelines.orchestration.mlflow_resource import TAG_MODEL_ID, TAG_MODEL_VERSION, MLflowTracking
 from pipelines.orchestration.pipes_launcher import TrainingLauncher
 from pipelines.orchestration.resources import WorkspaceResource
 
@@ -117,9 +117,25 @@ def export_model(run_dir: Path, lineage: dict) -> tuple[Path, Path]:
     return ckpt, out
 
 
-def log_model(mlflow: MLflowTracking, run, model_dir: Path, lineage: dict, context) -> dict:
-    """The checkpoint as an MLflow pyfunc model (from code, no pickle) and a registered version."""
+def version_description(lineage: dict, result: dict) -> str:
+    """A model version's description: what it was trained on and how well it did there."""
+    val = (f"; training's val loss {result['val_loss']:.4f} nats/token"
+           + (f", {result['val_bpb']:.4f} bits/byte" if isinstance(result.get("val_bpb"), float) else "")
+           if isinstance(result.get("val_loss"), float) else "")
+    return (f"Trained on snapshot(s) {', '.join(lineage['snapshot_keys'])} (shard manifest "
+            f"{lineage['shard_manifest_hash'][:12]}) for {result.get('step', '?')} steps at commit "
+            f"{lineage['git_commit'][:12]}{val}. The evaluation asset's held-out loss decides the "
+            "champion alias.")
+
+
+def log_model(mlflow: MLflowTracking, run, model_dir: Path, lineage: dict, context,
+              result: dict | None = None) -> dict:
+    """The checkpoint as an MLflow pyfunc model (from code, no pickle) and a registered version,
+    with a signature (prompts in, continuations out, generation params) and an input example."""
     import mlflow as mlflow_lib
+
+    from pipelines.orchestration.mlflow_model import PARAM_DEFAULTS, PROMPT_EXAMPLE
+    from pipelines.orchestration.mlflow_resource import REGISTERED_MODEL_DESCRIPTION
 
     mlflow_lib.set_tracking_uri(mlflow.resolved_uri())
     mlflow_lib.set_registry_uri(mlflow.resolved_uri())
@@ -130,6 +146,9 @@ def log_model(mlflow: MLflowTracking, run, model_dir: Path, lineage: dict, conte
             python_model=str(code),
             artifacts={"checkpoint": str(model_dir)},
             pip_requirements=["torch", "safetensors", "tiktoken", "numpy", "homebrew-gpt2"],
+            # predict's type hints give the input/output schema, this example's params the
+            # params schema (and MLflow runs predict on it once, so a broken model fails here)
+            input_example=(PROMPT_EXAMPLE, PARAM_DEFAULTS),
             registered_model_name=mlflow.registered_model_name,
             await_registration_for=60,
             tags=lineage_tags(lineage),
@@ -137,10 +156,102 @@ def log_model(mlflow: MLflowTracking, run, model_dir: Path, lineage: dict, conte
     version = str(info.registered_model_version)
     client = mlflow.client()
     for k, v in {**lineage_tags(lineage), "dagster.run_id": context.run.run_id,
-                 "mlflow.run_id": run.run_id}.items():
+                 "mlflow.run_id": run.run_id, TAG_MODEL_ID: info.model_id}.items():
         client.set_model_version_tag(mlflow.registered_model_name, version, k, v)
+    client.update_registered_model(mlflow.registered_model_name, description=REGISTERED_MODEL_DESCRIPTION)
+    client.update_model_version(mlflow.registered_model_name, version,
+                                description=version_description(lineage, result or {}))
     return {"model_uri": info.model_uri, "registered_model": mlflow.registered_model_name,
-            "version": version}
+            "version": version, "model_id": info.model_id}
+
+
+def training_datasets(inputs: list[dict], instance) -> list:
+    """The snapshots trained on as MLflow datasets (see snapshot_dataset)."""
+    from pipelines.orchestration.mlflow_resource import snapshot_dataset
+
+    out = []
+    for i in inputs:
+        shards = latest_metadata(instance, token_shards.key, i["snapshot"]) or {}
+        profile = {k: shards[k] for k in ("train_tokens", "val_tokens", "documents", "shards") if k in shards}
+        out.append(snapshot_dataset(i["snapshot"], i["content_hash"] or "unknown", i["shard_dir"], profile))
+    return out
+
+
+def loss_curve(run_dir: Path) -> dict:
+    """Training's loss and val loss per step as Dagster metadata.
+
+    Dagster's Plots tab draws a numeric metadata value across materializations (one point per
+    training), not a curve within one run, and the OSS UI renders neither vega-lite nor a table
+    as a chart. Markdown with an embedded PNG is shown as the image itself, so the curve is a
+    small matplotlib plot in markdown, beside the numbers as a table (step, loss, val loss)."""
+    from training.callbacks import read_metrics
+
+    if not (run_dir / "metrics.jsonl").exists():
+        return {}
+    steps = read_metrics(run_dir, "step")
+    evals = read_metrics(run_dir, "eval")
+    rows = [{"step": s, "loss": float(steps[s]["loss"]) if s in steps else None,
+             "val_loss": float(evals[s]["val_loss"]) if s in evals and "val_loss" in evals[s] else None}
+            for s in sorted(set(steps) | set(evals))]
+    rows = [r for r in rows if r["loss"] is not None or r["val_loss"] is not None]
+    if not rows:
+        return {}
+    from dagster import TableColumn, TableRecord, TableSchema
+
+    table = MetadataValue.table(
+        records=[TableRecord(r) for r in rows],  # None where a step had no eval
+        schema=TableSchema(columns=[TableColumn("step", "int"), TableColumn("loss", "float"),
+                                    TableColumn("val_loss", "float")]))
+    return {"loss_curve": _loss_plot(rows, run_dir / "loss_curve.png"), "loss_table": table}
+
+
+def _loss_plot(rows: list[dict], path: Path) -> MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; the figure only goes to a file
+    import matplotlib.pyplot as plt
+
+    from pipelines.orchestration.metadata import png_markdown
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
+    train = [(r["step"], r["loss"]) for r in rows if r["loss"] is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
+    if train:
+        ax.plot(*zip(*train), label="loss (train batch)", linewidth=1.2)
+    if val:
+        ax.plot(*zip(*val), "o-", label="val loss", linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats / token")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return png_markdown([path], "Loss per step")
+
+
+def checkpoint_checks(result: dict, model_dir: Path) -> list[AssetCheckResult]:
+    """trained_checkpoint's checks: a finite final loss, and the exported checkpoint verifies
+    (every file present with the hash its index records)."""
+    from model.checkpoint import CheckpointError, verify_checkpoint
+
+    loss = result.get("train_loss")
+    finite = isinstance(loss, (int, float)) and math.isfinite(loss)
+    try:
+        index = verify_checkpoint(model_dir)
+        verified, problem = True, f"{len(index['files'])} files verified"
+    except (CheckpointError, OSError, ValueError) as exc:
+        verified, problem = False, str(exc)
+    return [
+        AssetCheckResult(check_name="final_loss_finite", passed=bool(finite),
+                         severity=AssetCheckSeverity.ERROR,
+                         metadata={"train_loss": float(loss) if isinstance(loss, (int, float)) else "missing"}),
+        AssetCheckResult(check_name="checkpoint_verifies", passed=verified,
+                         severity=AssetCheckSeverity.ERROR,
+                         metadata={"model_dir": MetadataValue.path(str(model_dir)), "result": problem}),
+    ]
 
 
 @asset(
@@ -153,6 +264,13 @@ def log_model(mlflow: MLflowTracking, run, model_dir: Path, lineage: dict, conte
     description="GPT-2 trained from scratch on the token shards of the materialized snapshots, "
     "through Dagster Pipes under torchrun; the final weights as a verified safetensors checkpoint, "
     "an MLflow model and a registered model version with lineage tags.",
+    check_specs=[
+        AssetCheckSpec("final_loss_finite", asset="trained_checkpoint",
+                       description="training's final loss is a finite number (no divergence)"),
+        AssetCheckSpec("checkpoint_verifies", asset="trained_checkpoint",
+                       description="the exported checkpoint's files all match the hashes its "
+                       "index records (model.checkpoint.verify_checkpoint)"),
+    ],
 )
 def trained_checkpoint(context: AssetExecutionContext, config: TrainingConfig,
                        workspace: WorkspaceResource, mlflow: MLflowTracking,
@@ -165,7 +283,14 @@ def trained_checkpoint(context: AssetExecutionContext, config: TrainingConfig,
     (run_dir / "lineage.json").write_text(json.dumps({**lineage, "inputs": inputs}, indent=2) + "\n")
     context.log.info(f"training on {len(inputs)} snapshot(s): {', '.join(lineage['snapshot_keys'])}")
     with mlflow.asset_run(context, run_name=f"train {cfg.model} {context.run.run_id[:8]}",
-                          tags=lineage_tags(lineage)) as run:
+                          tags=lineage_tags(lineage),
+                          description=f"GPT-2 ({cfg.model}) trained from scratch for {cfg.max_steps} "
+                          f"steps on snapshot(s) {', '.join(lineage['snapshot_keys'])}, materializing "
+                          "the Dagster asset trained_checkpoint; the evaluation and samples of this "
+                          "model are the runs nested below.") as run:
+        datasets = training_datasets(inputs, context.instance) if run is not None else []
+        if run is not None:
+            run.log_inputs(datasets, "training")
         spec = {
             "train_config": cfg.to_dict(),
             "lineage": lineage,
@@ -204,15 +329,22 @@ def trained_checkpoint(context: AssetExecutionContext, config: TrainingConfig,
             metadata["val_loss_measured_on"] = (
                 f"the first {result['val_tokens']:,} tokens of the val shards (eval_tokens "
                 f"{cfg.eval_tokens:,} in whole windows), at step {result.get('step')}")
+        metadata.update(loss_curve(run_dir))
         if run is not None:
             run.log_dict({**lineage, "inputs": inputs}, "lineage.json")
             run.log_artifacts(model_dir, "final_checkpoint")
-            registered = log_model(mlflow, run, model_dir, lineage, context)
+            registered = log_model(mlflow, run, model_dir, lineage, context, result)
+            # Training's own validation numbers on the model's page as well (the evaluation
+            # asset adds its held-out loss and HellaSwag there).
+            run.log_metrics({k: result[k] for k in ("val_loss", "val_bpb", "train_loss") if k in result},
+                            step=result.get("step"), model_id=registered["model_id"],
+                            dataset=datasets[0] if len(datasets) == 1 else None)
             metadata["registered_model"] = f"{registered['registered_model']} v{registered['version']}"
             metadata["registered_model_version"] = registered["version"]
             metadata["mlflow_model_uri"] = registered["model_uri"]
+            metadata["mlflow_model_id"] = registered["model_id"]
             metadata.update(run.dagster_metadata())
-    return MaterializeResult(metadata=metadata)
+    return MaterializeResult(metadata=metadata, check_results=checkpoint_checks(result, model_dir))
 
 
 def _trained(context) -> dict:
@@ -220,6 +352,32 @@ def _trained(context) -> dict:
     if not meta or "model_dir" not in meta:
         raise Failure("trained_checkpoint has no materialization yet")
     return meta
+
+
+def _model_tags(trained: dict) -> dict:
+    """Tags naming the model version (and LoggedModel) a run scored."""
+    tags = {}
+    if trained.get("registered_model_version"):
+        tags[TAG_MODEL_VERSION] = str(trained["registered_model"])
+    if trained.get("mlflow_model_id"):
+        tags[TAG_MODEL_ID] = trained["mlflow_model_id"]
+    return tags
+
+
+def _nested_under_training(trained: dict, what: str) -> dict:
+    """asset_run arguments that nest a run under the training run of the model it used."""
+    parent = trained.get("mlflow_run_id")
+    version = trained.get("registered_model", "")
+    return {"parent_run_id": parent,
+            "description": what + (f" ({version})." if version else ".")}
+
+
+def _lineage_datasets(lineage: dict, workspace: WorkspaceResource) -> list:
+    from pipelines.orchestration.mlflow_resource import snapshot_dataset
+
+    hashes = lineage.get("shard_content_hashes") or {}
+    return [snapshot_dataset(k, hashes.get(k) or "unknown", workspace.ws().snapshot_dir(k) / "shards")
+            for k in lineage["snapshot_keys"]]
 
 
 def _device(name: str) -> str:
@@ -291,7 +449,13 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
     device = _device(config.device)
     model = load_model(model_dir, device=device)
     seq_len = model.config.block_size
-    with mlflow.asset_run(context, tags={"hgpt.snapshot_keys": ",".join(keys)}) as run:
+    with mlflow.asset_run(context, tags={"hgpt.snapshot_keys": ",".join(keys), **_model_tags(trained)},
+                          **_nested_under_training(trained, "Held-out loss, bits per byte and "
+                          "HellaSwag of the model trained by the parent run")) as run:
+        model_id = trained.get("mlflow_model_id")
+        eval_datasets = _lineage_datasets(lineage, workspace) if run is not None else []
+        if run is not None:
+            run.log_inputs(eval_datasets, "evaluation", model_id=model_id)
         # Progress as lines in the run's log (every 10 s), not a bar on the process's stderr.
         with Progress("eval val", total=0, unit="tok", every_s=10, emit=context.log.info) as progress:
             held = evaluate_loss(model, val, max_tokens=config.max_tokens,
@@ -324,6 +488,10 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
         version = trained.get("registered_model_version")
         if run is not None:
             run.log_metrics({k: v for k, v in out.items() if isinstance(v, (int, float))})
+            # The held-out numbers on the LoggedModel's page, measured on the snapshot's val shards.
+            run.log_metrics({k: out[k] for k in ("val_loss", "val_bpb", "hellaswag_acc_norm") if k in out},
+                            model_id=model_id,
+                            dataset=eval_datasets[0] if len(eval_datasets) == 1 else None)
             run.log_dict(out, "evaluation.json")
             if version:
                 from evaluation.champion import promote_if_better
@@ -334,6 +502,8 @@ def evaluation(context: AssetExecutionContext, config: EvaluationConfig,
                     metrics["hellaswag_acc_norm"] = out["hellaswag_acc_norm"]
                 decision = promote_if_better(mlflow.registered_model_name, version, metrics,
                                              client=mlflow.client())
+                mlflow.client().set_model_version_tag(mlflow.registered_model_name, version,
+                                                      "hgpt.evaluation_run_id", run.run_id)
                 out["champion_decision"] = decision.to_dict()
                 metadata["champion_decision"] = ("promoted" if decision.promote else "kept") + f": {decision.reason}"
                 run.set_tags({"hgpt.champion_decision": metadata["champion_decision"]})
@@ -370,7 +540,8 @@ def samples(context: AssetExecutionContext, config: SamplesConfig, workspace: Wo
     trained = _trained(context)
     model_dir = Path(trained["model_dir"])
     model = load_model(model_dir, device="cpu")
-    with mlflow.asset_run(context) as run:
+    with mlflow.asset_run(context, tags=_model_tags(trained), **_nested_under_training(
+            trained, "Text sampled for fixed prompts and seeds from the model trained by the parent run")) as run:
         records = write_samples(model, config.prompts, seeds=[config.seed, config.seed + 1],
                                 max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                 top_k=config.top_k, top_p=config.top_p)
