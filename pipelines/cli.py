@@ -7,6 +7,7 @@
     hgpt data tokenize --docs DEDUP_DIR/kept.parquet --out SHARD_DIR [--shard-tokens N]
     hgpt data stats --run-dir DATA_ROOT/<snapshot-key>
     hgpt data hub --name sample-10BT --data-root /tmp/hgpt   # needs network
+    hgpt data run ... --executor ray [--ray-address auto]     # filter and dedup tasks on Ray ([ray] extra)
 
 Each command prints its result as JSON on stdout; progress goes to stderr.
 
@@ -47,7 +48,8 @@ def _filter_cfg(args):
     from pipelines.filtering import FilterStageConfig
     from pipelines.sources import ReadConfig
 
-    cfg = FilterStageConfig(read=ReadConfig(on_error=args.on_error, limit_docs=args.limit_docs))
+    cfg = FilterStageConfig(read=ReadConfig(on_error=args.on_error, limit_docs=args.limit_docs),
+                            executor=args.executor, ray_address=args.ray_address)
     return replace(cfg, workers=args.workers) if args.workers else cfg
 
 
@@ -87,7 +89,8 @@ def _dedup_cfg(args, cross_snapshot: bool):
     from pipelines.dedup import DedupConfig
     from pipelines.filtering import default_workers
 
-    return DedupConfig(cross_snapshot=cross_snapshot, workers=args.workers or default_workers())
+    return DedupConfig(cross_snapshot=cross_snapshot, workers=args.workers or default_workers(),
+                       executor=args.executor, ray_address=args.ray_address)
 
 
 def cmd_dedup(args) -> int:
@@ -160,7 +163,16 @@ def _source_args(p: argparse.ArgumentParser) -> None:
                    help="an unreadable file or a row with a value of the wrong type stops the run (raise), "
                    "or the file is recorded and skipped and the row rejected as input/<reason> (skip)")
     p.add_argument("--limit-docs", type=int, default=None, help="read at most this many documents")
+    _executor_args(p)
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the filter and dedup tasks run: processes here (local) or a Ray cluster "
+                   "(needs the [ray] extra); the output is the same")
+    p.add_argument("--ray-address", default=None,
+                   help="with --executor ray: the cluster (e.g. ray://head:10001 or auto; default: a local one)")
 
 
 def _dedup_args(p: argparse.ArgumentParser) -> None:
@@ -217,7 +229,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--index", default=None, help="directory of the cross-snapshot dedup index: compare with the "
                    "snapshots registered there before this one, then register it (default: this snapshot alone)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    _executor_args(p)
     p.add_argument("--key", default=None, help="snapshot key (default: taken from the path)")
     p.set_defaults(func=_guarded(cmd_dedup))
 
