@@ -2,6 +2,7 @@
 # Create ./.venv (once) and install the project into it, editable, with the given extras.
 #   scripts/setup.sh            # runtime only
 #   scripts/setup.sh test       # + test dependencies
+#   scripts/setup.sh test,ray   # + Ray, for the Ray executor (what scripts/test.sh installs)
 # torch is installed first, pinned to 2.13.0 unless HGPT_TORCH overrides it (e.g. a CUDA build
 # on a GPU machine): a bare "torch" requirement can make pip fetch a multi-GB CUDA wheel.
 set -euo pipefail
