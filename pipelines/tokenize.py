@@ -5,10 +5,14 @@ Each document becomes `[<|endoftext|>] + encode_ordinary(text)`; the literal tex
 last of a split holds the rest), documents run on across shard boundaries as in llm.c, and the
 manifest has one row per piece: split, shard, offset, tokens, document id, source file.
 
-Validation documents are chosen by a hash of their id (`val_fraction` of them), so the split is
-the same whatever the order or the number of worker processes; a snapshot too small to get any
-still gets its one lowest-hash document. Each worker task is one parquet row group (the stages
-before write groups of at most 512 documents, which bounds memory); the parent only writes.
+Validation documents are chosen by a hash of their id, so the split is the same whatever the
+order or the number of worker processes: those whose hash falls below `val_fraction`, and, where
+they hold fewer than `val_min_tokens` (a small snapshot's 1% can be shorter than one training
+window), the next ones in hash order until they do, but never more than `val_max_share` of the
+snapshot's tokens (then at least the lowest-hash document; a warning line says the minimum was
+not met). The validation documents are thus always a prefix of the documents in hash order.
+Each worker task is one parquet row group (the stages before write groups of at most 512
+documents, which bounds memory); the parent only writes.
 
 Document order: shuffled, so that any contiguous read of a shard is close to an i.i.d. sample of
 the corpus (FineWeb's published files are shuffled, which is what makes llm.c's front-to-back
@@ -43,11 +47,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
 import json
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +65,7 @@ from pipelines.filtering import default_workers
 from pipelines.parallel import ordered_map
 from pipelines.shard_format import ShardWriter
 
-STAGE_VERSION = "tokenize-2"  # 2: documents in shuffled order
+STAGE_VERSION = "tokenize-3"  # 2: documents in shuffled order; 3: val_min_tokens
 MANIFEST_COLUMNS = [
     ("split", pa.string()),
     ("shard", pa.string()),
@@ -92,7 +97,16 @@ class TokenizeConfig:
     about the sort's peak memory) and `workers` change the cost, never the bytes written."""
 
     shard_tokens: int = 100_000_000
-    val_fraction: float = 0.01
+    val_fraction: float = field(default=0.01, metadata={"help": (
+        "share of the documents (by id hash) held out for validation; 0 turns validation off")})
+    # 8 windows of GPT-2's context (1024 + 1 tokens), 32 of the tiny preset's (256 + 1):
+    # enough for `hgpt train` to measure a held-out loss on any snapshot large enough
+    val_min_tokens: int = field(default=8 * 1025, metadata={"help": (
+        "fewest validation tokens: where val_fraction gives fewer, the next documents in id-hash "
+        "order are added until validation holds this many (up to val_max_share)")})
+    val_max_share: float = field(default=0.5, metadata={"help": (
+        "most of the snapshot's tokens that val_min_tokens may move into validation (a smaller "
+        "snapshot gets less than the minimum, and a warning)")})
     workers: int = field(default_factory=default_workers)
     read_rows: int = 256  # documents decoded at a time inside a worker
     shuffle_seed: int = 0
@@ -103,6 +117,10 @@ class TokenizeConfig:
             raise ValueError(f"shard_tokens must be >= 1, got {self.shard_tokens}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not isinstance(self.val_min_tokens, int) or self.val_min_tokens < 0:
+            raise ValueError(f"val_min_tokens must be an integer >= 0, got {self.val_min_tokens!r}")
+        if not 0.0 < self.val_max_share < 1.0:
+            raise ValueError(f"val_max_share must lie in (0, 1), got {self.val_max_share}")
         if self.workers < 1 or self.read_rows < 1:
             raise ValueError("workers and read_rows must be >= 1")
         if not 0 <= self.shuffle_seed < 2**64:
@@ -125,6 +143,7 @@ class TokenizeResult:
     shuffle_seed: int = 0
     shuffle_buckets: int = 1  # buckets of the external sort
     largest_bucket_tokens: int = 0  # the most tokens the sort held in memory at once
+    val_note: str = ""  # why validation holds fewer than val_min_tokens, if it does
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,8 +153,12 @@ class TokenizeResult:
         return self.val_tokens + self.train_tokens
 
 
-def _id_hash(doc_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "big")
+def _id_hashes(ids: list[str]) -> np.ndarray:
+    """Each document's validation hash (uint64, unkeyed: the split does not depend on the
+    shuffle seed)."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big") for i in ids),
+        dtype=np.uint64, count=len(ids))
 
 
 def shuffle_keys(ids: list[str], seed: int) -> np.ndarray:
@@ -147,22 +170,72 @@ def shuffle_keys(ids: list[str], seed: int) -> np.ndarray:
          for i in ids), dtype=np.uint64, count=len(ids))
 
 
-def select_validation(docs_parquet: Path, val_fraction: float) -> set[int]:
-    """Rows that go to validation: those whose id hash falls below `val_fraction`; at least one."""
-    threshold = int(val_fraction * 2**64)
-    chosen: set[int] = set()
-    best = (2**64, -1)
-    row = 0
-    for batch in pq.ParquetFile(docs_parquet).iter_batches(batch_size=65536, columns=["id"]):
-        for doc_id in batch.column(0).to_pylist():
-            h = _id_hash(doc_id)
-            if h < threshold:
-                chosen.add(row)
-            best = min(best, (h, row))
-            row += 1
-    if not chosen and row > 0 and val_fraction > 0:
-        chosen.add(best[1])
-    return chosen
+class ValidationSplit:
+    """Chooses the validation documents as they stream past: a prefix of the documents in id-hash
+    order (documents sharing a hash, i.e. repeated ids, fall on the same side).
+
+    The prefix is the longer of (a) the hashes below val_fraction * 2**64 and (b) the shortest one
+    holding val_min_tokens, cut back to at most val_max_share of all tokens but never below the
+    first hash. For (b) only the lowest hashes whose tokens reach the minimum are kept, in a
+    max-heap: every document holds at least its EOT token, so at most val_min_tokens + 1 hashes
+    are held whatever the corpus size. The result depends on the set of (id, tokens) alone, not
+    on the order the documents come in."""
+
+    def __init__(self, cfg: TokenizeConfig):
+        self.threshold = int(cfg.val_fraction * 2**64)  # < 2**64: val_fraction < 1
+        # val_fraction 0 turns validation off; otherwise at least one document (one token)
+        self.need = max(cfg.val_min_tokens, 1) if cfg.val_fraction > 0 else 0
+        self.min_tokens, self.max_share = cfg.val_min_tokens, cfg.val_max_share
+        self.heap: list[int] = []  # negated hashes: heap[0] is minus the largest held
+        self.held: dict[int, int] = {}  # hash -> tokens of its documents
+        self.held_tokens = 0
+        self.total = 0
+        self.last: int | None = None  # the prefix's last hash (inclusive), once finished
+        self.note = ""
+
+    def add(self, hashes: np.ndarray, lengths: np.ndarray) -> None:
+        self.total += int(lengths.sum())
+        if not self.need:
+            return
+        if self.held_tokens >= self.need:  # only hashes up to the largest held can still enter
+            keep = hashes <= np.uint64(-self.heap[0])
+            hashes, lengths = hashes[keep], lengths[keep]
+        for h, n in zip(hashes.tolist(), lengths.tolist()):
+            if self.held_tokens >= self.need and h > -self.heap[0]:
+                continue
+            if h not in self.held:
+                heapq.heappush(self.heap, -h)
+                self.held[h] = 0
+            self.held[h] += n
+            self.held_tokens += n
+            while self.held_tokens - self.held[-self.heap[0]] >= self.need:
+                self.held_tokens -= self.held.pop(-heapq.heappop(self.heap))
+
+    def finish(self) -> None:
+        """Fix the prefix once every document was added."""
+        if not self.held:
+            return
+        groups = sorted(self.held.items())
+        cum = np.cumsum([n for _, n in groups])
+        k = min(int(np.searchsorted(cum, self.need)), len(groups) - 1)  # shortest reaching need
+        cap = int(self.max_share * self.total)
+        if cum[k] > cap:
+            k = max(0, int(np.searchsorted(cum, cap, side="right")) - 1)
+        self.last = groups[k][0]
+
+    def is_val(self, hashes: np.ndarray) -> np.ndarray:
+        val = hashes < np.uint64(self.threshold)
+        if self.last is not None:
+            val |= hashes <= np.uint64(self.last)
+        return val
+
+    def check(self, val_tokens: int) -> None:
+        """The one-line note (also printed as a warning) where the minimum was not met."""
+        if self.need and val_tokens < self.min_tokens:
+            self.note = (f"validation holds {val_tokens:,} tokens, fewer than val_min_tokens="
+                         f"{self.min_tokens:,}: the snapshot has only {self.total:,} tokens and "
+                         f"validation takes at most val_max_share={self.max_share:g} of them")
+            print(f"warning: tokenize: {self.note}", file=sys.stderr, flush=True)
 
 
 def _encode_row_group(task: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +274,7 @@ def _gather(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.n
     return tokens[index]
 
 
-_RECORD = np.dtype([("key", "<u8"), ("row", "<i8"), ("n_tokens", "<i8"), ("val", "u1")])
+_RECORD = np.dtype([("key", "<u8"), ("row", "<i8"), ("n_tokens", "<i8"), ("val_hash", "<u8")])
 
 
 def bucket_bits(docs_parquet: Path, bucket_bytes: int) -> int:
@@ -227,7 +300,7 @@ class _Buckets:
     def path(self, b: int, kind: str) -> Path:
         return self.root / f"{b:05d}.{kind}"
 
-    def add(self, tokens, lengths, keys, rows, is_val, ids: pa.Array, sources: pa.Array) -> None:
+    def add(self, tokens, lengths, keys, rows, val_hashes, ids: pa.Array, sources: pa.Array) -> None:
         bucket = (keys >> np.uint64(64 - self.bits)).astype(np.int64) if self.bits else \
             np.zeros(len(keys), np.int64)
         order = np.argsort(bucket, kind="stable")
@@ -236,7 +309,8 @@ class _Buckets:
         for sel in np.split(order, cuts) if len(order) else []:
             b = int(bucket[sel[0]])
             rec = np.empty(len(sel), _RECORD)
-            rec["key"], rec["row"], rec["n_tokens"], rec["val"] = keys[sel], rows[sel], lengths[sel], is_val[sel]
+            rec["key"], rec["row"], rec["n_tokens"] = keys[sel], rows[sel], lengths[sel]
+            rec["val_hash"] = val_hashes[sel]
             take = pa.array(sel)
             for kind, data in (("tok", _gather(tokens, starts[sel], lengths[sel]).tobytes()),
                                ("rec", rec.tobytes()),
@@ -380,7 +454,7 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
     `out_dir/{val,train}_NNNNNN.bin` + `manifest.parquet`. Skips a finished identical run."""
     docs_parquet, out_dir = Path(docs_parquet), Path(out_dir)
     cfg_fp = {k: v for k, v in asdict(cfg).items()
-              if k in ("shard_tokens", "val_fraction", "shuffle_seed")}
+              if k in ("shard_tokens", "val_fraction", "val_min_tokens", "val_max_share", "shuffle_seed")}
     fp = atomic.fingerprint(stage=STAGE_VERSION, input=atomic.sha256_file(docs_parquet), cfg=cfg_fp)
     done = atomic.completed(out_dir, fp)
     if done is not None:
@@ -390,7 +464,7 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
     missing = {"text", "id", "source_file"} - set(pf.schema_arrow.names)
     if missing:
         raise ValueError(f"{docs_parquet}: missing column(s) {', '.join(sorted(missing))}")
-    val_rows = np.array(sorted(select_validation(docs_parquet, cfg.val_fraction)), dtype=np.int64)
+    val_split = ValidationSplit(cfg)
     bits = bucket_bits(docs_parquet, cfg.shuffle_bucket_bytes)
     with atomic.staged_dir(out_dir) as stage:
         # step 1: encode (in the workers) and distribute the documents over the buckets
@@ -402,10 +476,14 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
             ids, sources = meta["id"].combine_chunks(), meta["source_file"].combine_chunks()
             rows = first_row + np.arange(len(lengths), dtype=np.int64)
             first_row += len(lengths)
-            buckets.add(tokens, lengths, shuffle_keys(ids.to_pylist(), cfg.shuffle_seed), rows,
-                        np.isin(rows, val_rows), ids, sources)
+            id_list = ids.to_pylist()
+            val_hashes = _id_hashes(id_list)
+            val_split.add(val_hashes, lengths)
+            buckets.add(tokens, lengths, shuffle_keys(id_list, cfg.shuffle_seed), rows,
+                        val_hashes, ids, sources)
             if progress is not None:
                 progress.update(len(lengths))
+        val_split.finish()  # every document's tokens are known: the validation prefix is fixed
         # step 2: buckets in key order, each sorted, into the shards
         writers = {s: _SplitWriter(stage, s, cfg.shard_tokens) for s in ("val", "train")}
         schema = manifest_schema(cfg.shuffle_seed)
@@ -421,17 +499,18 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
                 continue
             tokens, rec, ids, sources = bucket
             largest = max(largest, len(tokens))
-            token_is_val = np.repeat(rec["val"].astype(bool), rec["n_tokens"])
-            for split, doc_mask, tok_mask in (("val", rec["val"] == 1, token_is_val),
-                                              ("train", rec["val"] == 0, ~token_is_val)):
+            doc_is_val = val_split.is_val(rec["val_hash"])
+            token_is_val = np.repeat(doc_is_val, rec["n_tokens"])
+            for name, doc_mask, tok_mask in (("val", doc_is_val, token_is_val),
+                                             ("train", ~doc_is_val, ~token_is_val)):
                 if not doc_mask.any():
                     continue
-                w = writers[split]
+                w = writers[name]
                 pieces = w.add_docs(tokens[tok_mask], rec["n_tokens"][doc_mask])
                 doc_pos = np.flatnonzero(doc_mask)[pieces["doc"]]
                 take = pa.array(doc_pos)
-                manifest[split].write({
-                    "split": pa.array([split] * len(doc_pos), pa.string()),
+                manifest[name].write({
+                    "split": pa.array([name] * len(doc_pos), pa.string()),
                     "shard": pa.array([w.shard_name(i) for i in pieces["shard"].tolist()], pa.string()),
                     "offset": pieces["offset"],
                     "n_tokens": pieces["n_tokens"],
@@ -452,6 +531,7 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
         for w in writers.values():
             w.close()
         shards = writers["val"].names + writers["train"].names
+        val_split.check(writers["val"].tokens)
         result = TokenizeResult(
             docs=writers["val"].docs + writers["train"].docs,
             val_docs=writers["val"].docs,
@@ -465,6 +545,7 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
             shuffle_seed=cfg.shuffle_seed,
             shuffle_buckets=2**bits,
             largest_bucket_tokens=largest,
+            val_note=val_split.note,
         )
         atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
     return result
@@ -477,12 +558,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--shard-tokens", type=int, default=TokenizeConfig.shard_tokens)
-    ap.add_argument("--val-fraction", type=float, default=TokenizeConfig.val_fraction)
+    helps = {f.name: f.metadata.get("help") for f in fields(TokenizeConfig)}
+    ap.add_argument("--val-fraction", type=float, default=TokenizeConfig.val_fraction,
+                    help=helps["val_fraction"])
+    ap.add_argument("--val-min-tokens", type=int, default=TokenizeConfig.val_min_tokens,
+                    help=helps["val_min_tokens"])
+    ap.add_argument("--val-max-share", type=float, default=TokenizeConfig.val_max_share,
+                    help=helps["val_max_share"])
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--shuffle-seed", type=int, default=TokenizeConfig.shuffle_seed,
                     help="seed of the document order (recorded in the manifest)")
     args = ap.parse_args(argv)
     cfg = TokenizeConfig(shard_tokens=args.shard_tokens, val_fraction=args.val_fraction,
+                         val_min_tokens=args.val_min_tokens, val_max_share=args.val_max_share,
                          shuffle_seed=args.shuffle_seed,
                          **({"workers": args.workers} if args.workers else {}))
     print(json.dumps(tokenize_documents(args.docs, args.out, cfg).to_dict(), indent=2))

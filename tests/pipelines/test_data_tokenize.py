@@ -240,3 +240,117 @@ def test_kill_9_mid_sort_then_rerun_gives_the_same_bytes(tmp_path, where):
     for f in (tmp_path / "ref").iterdir():
         if f.suffix in (".bin", ".parquet"):
             assert f.read_bytes() == (out / f.name).read_bytes(), f.name
+
+
+def _split_hashes(out_dir):
+    """The validation hash of each document of each split (part 0 rows)."""
+    from pipelines.tokenize import _id_hashes
+
+    _, docs = _part0(out_dir)
+    return {s: _id_hashes(docs.filter(pa.compute.equal(docs["split"], s))["id"].to_pylist())
+            for s in ("val", "train")}
+
+
+def test_small_snapshot_validation_holds_val_min_tokens_and_trains(tmp_path, capsys):
+    """1% of a ~30k-token snapshot is a document or two, under one window; val_min_tokens tops
+    the split up, in id-hash order, to 8 windows of GPT-2's context, and `hgpt train --preset
+    tiny` measures a held-out loss on it."""
+    from evaluation.heldout import validation_windows
+    from hgpt.cli import main
+
+    texts = [prose(40, seed=i) for i in range(60)]
+    src = _docs_parquet(tmp_path / "docs.parquet", texts)
+    cfg = TokenizeConfig(val_fraction=0.01, workers=1)
+    assert cfg.val_min_tokens == 8 * 1025
+    res = tokenize_documents(src, tmp_path / "a", cfg)
+    assert res.tokens > 2 * cfg.val_min_tokens  # large enough for the minimum: no warning
+    assert res.val_tokens >= cfg.val_min_tokens and res.val_note == ""
+    assert "warning" not in capsys.readouterr().err
+    val = sorted((tmp_path / "a").glob("val_*.bin"))
+    assert len(validation_windows(val, 10**6, 1024)) >= 8
+    assert len(validation_windows(val, 10**6, 256)) >= 32
+    # the shortest prefix in hash order that reaches the minimum: one document fewer would not
+    h = _split_hashes(tmp_path / "a")
+    assert h["val"].max() < h["train"].min()
+    _, docs = _part0(tmp_path / "a")
+    val_docs = docs.filter(pa.compute.equal(docs["split"], "val"))
+    tokens_by_hash = dict(zip(h["val"].tolist(), val_docs["doc_tokens"].to_pylist()))
+    assert res.val_tokens - tokens_by_hash[int(h["val"].max())] < cfg.val_min_tokens
+    # the same bytes with more workers and a many-bucket sort
+    b = tokenize_documents(src, tmp_path / "b", TokenizeConfig(
+        val_fraction=0.01, workers=2, shuffle_bucket_bytes=512))
+    assert b.content_hash == res.content_hash and b.shuffle_buckets > 1
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path / "a"), "--out", str(run),
+                 "--max-steps", "1", "--device", "cpu"]) == 0
+    import json
+
+    result = json.loads((run / "result.json").read_text())
+    assert np.isfinite(result["val_loss"])
+
+
+def test_snapshot_smaller_than_the_minimum_says_so_in_one_line(tmp_path, capsys):
+    src = _docs_parquet(tmp_path / "docs.parquet", TEXTS)
+    cfg = TokenizeConfig(val_fraction=0.01, workers=1)
+    res = tokenize_documents(src, tmp_path / "a", cfg)
+    assert res.tokens < cfg.val_min_tokens
+    # validation takes as much as val_max_share allows: the next document in hash order would
+    # overflow it; training keeps the rest
+    assert 0 < res.val_tokens <= cfg.val_max_share * res.tokens and res.train_tokens >= res.val_tokens
+    h = _split_hashes(tmp_path / "a")
+    assert h["val"].max() < h["train"].min()
+    _, docs = _part0(tmp_path / "a")
+    train_docs = docs.filter(pa.compute.equal(docs["split"], "train"))
+    next_doc = int(np.argmin(h["train"]))
+    assert res.val_tokens + train_docs["doc_tokens"][next_doc].as_py() > cfg.val_max_share * res.tokens
+    err = [line for line in capsys.readouterr().err.splitlines() if "val_min_tokens" in line]
+    assert len(err) == 1 and err[0].startswith("warning: tokenize: validation holds ")
+    assert f"{res.val_tokens:,} tokens" in err[0] and f"only {res.tokens:,} tokens" in err[0]
+    assert res.val_note and res.val_note in err[0]
+    # below even one document's share: still the lowest-hash document, as before
+    tiny = tokenize_documents(src, tmp_path / "b", TokenizeConfig(
+        val_fraction=0.01, val_max_share=1e-6, workers=1))
+    assert tiny.val_docs == 1
+    # val_fraction 0 turns validation off, whatever the minimum
+    off = tokenize_documents(src, tmp_path / "c", TokenizeConfig(val_fraction=0.0, workers=1))
+    assert off.val_docs == 0 and off.val_note == "" and not list((tmp_path / "c").glob("val_*"))
+
+
+def test_validation_split_does_not_depend_on_arrival_order_or_chunking():
+    """The streaming choice (a bounded heap of the lowest hashes) equals the prefix computed
+    from the whole list at once, whatever the order and chunk sizes the documents come in."""
+    from pipelines.tokenize import ValidationSplit
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    hashes = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    hashes[5:9] = hashes[4]  # repeated ids: one hash, always on the same side
+    lengths = rng.integers(1, 300, n).astype(np.int64)
+    cfg = TokenizeConfig(val_fraction=0.001, val_min_tokens=20_000, workers=1)
+
+    def choose(order, chunk):
+        s = ValidationSplit(cfg)
+        for i in range(0, n, chunk):
+            s.add(hashes[order[i:i + chunk]], lengths[order[i:i + chunk]])
+        s.finish()
+        return s, s.is_val(hashes)
+
+    split, ref = choose(np.arange(n), n)
+    by_hash = np.argsort(hashes, kind="stable")
+    cum = np.cumsum(lengths[by_hash])
+    k = int(np.searchsorted(cum, 20_000))  # shortest prefix holding 20,000 tokens
+    last = hashes[by_hash[k]]
+    assert ref.tolist() == (hashes <= last).tolist()
+    assert len(np.unique(ref[4:9])) == 1
+    assert lengths[ref].sum() >= 20_000
+    # memory: only the prefix's own hashes are held, not every document's
+    assert len(split.held) == len(np.unique(hashes[ref])) < n // 4
+    for seed, chunk in ((1, 7), (2, 1), (3, 500)):
+        _, got = choose(np.random.default_rng(seed).permutation(n), chunk)
+        assert got.tolist() == ref.tolist()
+
+
+def test_validation_config_errors():
+    for bad in (dict(val_min_tokens=-1), dict(val_max_share=0.0), dict(val_max_share=1.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TokenizeConfig(**bad)
