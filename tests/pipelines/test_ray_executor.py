@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -24,14 +25,13 @@ from pipelines import filtering
 from pipelines.dedup import DedupConfig, dedup_snapshot
 from pipelines.filtering import FilterStageConfig, filter_snapshot
 from pipelines.sources import ReadConfig, local_snapshot
-from pipeline_helpers import doc, prose, sample_rows
+from pipeline_helpers import REPO, doc, prose, sample_rows
 
 pytestmark = pytest.mark.slow
 READ = ReadConfig(batch_rows=5)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
+def _require_ray():
     try:
         import ray
     except ImportError:
@@ -39,6 +39,12 @@ def ray_cluster():
             pytest.fail("Ray is not installed, and CI is set: the test install must include the [ray] extra "
                         "(scripts/test.sh runs scripts/setup.sh test,ray)")
         pytest.skip("Ray is not installed (pip install -e '.[ray]'; scripts/test.sh installs it)")
+    return ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = _require_ray()
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              object_store_memory=100 << 20, log_to_driver=False)
     # This module's task wrapper travels by value: Ray's workers cannot import a test module.
@@ -70,6 +76,31 @@ def _snapshot_dir(tmp_path: Path) -> Path:
 
 def _bytes(out: Path, names=("kept.parquet", "rejected.parquet")) -> dict[str, bytes]:
     return {n: (out / n).read_bytes() for n in names}
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in (".bin", ".parquet") and not p.name.startswith(".")}
+
+
+def test_hgpt_data_run_on_ray_starts_its_own_cluster_and_matches_local(tmp_path):
+    """The user's path: `--executor ray` with no cluster running starts a local one (before this
+    module's own cluster exists), and every output of the run equals the local executor's."""
+    _require_ray()
+    d = _snapshot_dir(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    outs = {}
+    for executor in ("local", "ray"):
+        root = tmp_path / executor
+        proc = subprocess.run([str(Path(sys.executable).with_name("hgpt")), "data", "run", "--input", str(d),
+                               "--data-root", str(root), "--workers", "2", "--shard-tokens", "20000",
+                               "--executor", executor], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["conservation"]["ok"] and report["filter"]["tasks"] > 2, report["conservation"]
+        outs[executor] = _outputs(root)
+    assert outs["ray"].keys() == outs["local"].keys() and any(k.endswith(".bin") for k in outs["ray"])
+    assert [k for k in outs["local"] if outs["ray"][k] != outs["local"][k]] == []
 
 
 def test_filter_and_dedup_on_ray_are_byte_identical_to_local(ray_cluster, tmp_path):
