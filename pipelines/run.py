@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pipelines import atomic
@@ -39,6 +39,12 @@ class PipelineConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+
+    def on_executor(self, executor: str, ray_address: str | None = None) -> "PipelineConfig":
+        """The same pipeline with its task stages (filter, dedup) on `executor` ("local" or "ray",
+        at `ray_address`); the outputs do not change."""
+        return replace(self, filter=replace(self.filter, executor=executor, ray_address=ray_address),
+                       dedup=replace(self.dedup, executor=executor, ray_address=ray_address))
 
 
 @dataclass

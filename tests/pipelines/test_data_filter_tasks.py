@@ -148,3 +148,14 @@ def test_skipped_file_records_keep_the_users_path(tmp_path):
     res = filter_snapshot(local_snapshot(d), tmp_path / "out", FilterStageConfig(read=replace(READ, on_error="skip"), workers=1))
     assert res.skipped_files == [SkippedFile(str(d / "e.parquet"), res.skipped_files[0]["error"]).to_dict()]
     assert "e.parquet: not a readable parquet file" in res.skipped_files[0]["error"]
+
+
+def test_the_pipeline_config_moves_both_task_stages_to_an_executor_without_changing_fingerprints():
+    from pipelines.run import PipelineConfig
+
+    base = PipelineConfig()
+    cfg = base.on_executor("ray", "ray://head:10001")
+    assert (cfg.filter.executor, cfg.filter.ray_address) == (cfg.dedup.executor, cfg.dedup.ray_address) == \
+        ("ray", "ray://head:10001")
+    assert cfg.dedup.output_fields() == base.dedup.output_fields()
+    assert (cfg.filter.filters, cfg.filter.read, cfg.tokenize) == (base.filter.filters, base.filter.read, base.tokenize)
