@@ -1,12 +1,15 @@
 """The data stages on a real local Ray cluster (2 CPUs, no dashboard, bound to 127.0.0.1): the
-outputs are byte-identical to the local executor's and conservation holds; a worker killed with
-kill -9 in the middle of a task has its task retried, and the output is still identical.
+outputs of filter and dedup are byte-identical to the local executor's and conservation holds; a
+worker killed with kill -9 in the middle of a task (of either stage) has its task retried, and the
+output is still identical; `hgpt data run --executor ray` starts its own cluster.
 
 Skipped only where Ray is not installed and CI is not set (the test install, scripts/test.sh,
 installs the [ray] extra); under CI a missing Ray fails."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import random
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -124,45 +128,56 @@ def test_filter_and_dedup_on_ray_are_byte_identical_to_local(ray_cluster, tmp_pa
 STALLED_TASK = 1
 
 
-def _stall_once(job: dict) -> dict:
-    """The filter task, except that the first attempt of task STALLED_TASK stops for good once
-    its parts are written under their temporary names, just before renaming them, and says which
-    process it is in (flags/pid) so the test can kill it there."""
+def _stall_once(module: str, job: dict) -> dict:
+    """The task `module._filter_task` (the filter stage's, or dedup's removal), except that the
+    first attempt of task STALLED_TASK stops for good once its parts are written under their
+    temporary names, just before renaming them, and says which process it is in (flags/pid) so
+    the test can kill it there."""
     flags = Path(job["work"]).parents[1] / "flags"
     if job["task"] == STALLED_TASK:
         (flags / f"attempt-{os.getpid()}").touch()
         if not (flags / "stalled").exists():
             (flags / "stalled").touch()
-            replace = os.replace
+            real_replace = os.replace
 
             def replace_then_stall(src, dst):
                 if Path(src).parent.name == "parts" and ".kept.tmp-" in Path(src).name:
                     (flags / "pid").write_text(str(os.getpid()))
                     while True:
                         time.sleep(0.05)
-                return replace(src, dst)
+                return real_replace(src, dst)
 
             os.replace = replace_then_stall
-    from pipelines import filtering as real  # the worker's own module: its task is the real one
+    # The worker's own module: its task is the real one.
+    return importlib.import_module(module)._filter_task(job)
 
-    return real._filter_task(job)
 
-
-def test_a_worker_killed_mid_task_is_retried_and_the_output_is_identical(ray_cluster, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stage", ["filter", "dedup"])
+def test_a_worker_killed_mid_task_is_retried_and_the_output_is_identical(ray_cluster, tmp_path, monkeypatch, stage):
     import psutil
+
+    from pipelines import dedup
 
     snap = local_snapshot(_snapshot_dir(tmp_path))
     cfg = FilterStageConfig(read=READ, workers=2, task_rows=10)
-    local = filter_snapshot(snap, tmp_path / "local", cfg)
+    filtered = filter_snapshot(snap, tmp_path / "filtered", cfg)
+    if stage == "filter":
+        module, names = filtering, ("kept.parquet", "rejected.parquet")
+        local = filter_snapshot(snap, tmp_path / "local", cfg)
+        on_ray = lambda: filter_snapshot(snap, tmp_path / "ray", replace(cfg, executor="ray"))  # noqa: E731
+    else:
+        module, names = dedup, ("kept.parquet", "duplicates.parquet")
+        local = dedup_snapshot(filtered.kept_path, tmp_path / "local", cfg=DedupConfig(workers=1, tasks=3))
+        on_ray = lambda: dedup_snapshot(filtered.kept_path, tmp_path / "ray",  # noqa: E731
+                                        cfg=DedupConfig(tasks=3, executor="ray"))
     flags = tmp_path / "flags"
     flags.mkdir()
-    monkeypatch.setattr(filtering, "_filter_task", _stall_once)
+    monkeypatch.setattr(module, "_filter_task", functools.partial(_stall_once, module.__name__))
     outcome: dict = {}
 
     def run():
         try:
-            outcome["result"] = filter_snapshot(snap, tmp_path / "ray", FilterStageConfig(
-                read=READ, workers=2, task_rows=10, executor="ray"))
+            outcome["result"] = on_ray()
         except BaseException as exc:  # reported by the test, not lost in the thread
             outcome["error"] = exc
 
@@ -185,4 +200,4 @@ def test_a_worker_killed_mid_task_is_retried_and_the_output_is_identical(ray_clu
     assert len(attempts) == 2 and pid in attempts  # the killed attempt and its retry, elsewhere
     res = outcome["result"]
     assert res.conserved and res.docs_in == local.docs_in and res.tasks == local.tasks > STALLED_TASK
-    assert _bytes(tmp_path / "ray") == _bytes(tmp_path / "local")
+    assert _bytes(tmp_path / "ray", names) == _bytes(tmp_path / "local", names)
