@@ -1,8 +1,13 @@
 """The Dagster code location: every asset, check, job, schedule and sensor of the project.
 
-    DAGSTER_HOME=$PWD/workspace/dagster dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
-    hgpt ui                                  # the same, with the workspace set up first
+    hgpt ui                                  # the UI over workspace/dagster, on 127.0.0.1:3000
+    DAGSTER_HOME=$PWD/workspace/dagster dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
+    DAGSTER_HOME=$PWD/workspace/dagster dagster-daemon run -w workspace.yaml   # what hgpt ui runs
     dagster definitions validate -w workspace.yaml
+
+Every asset's checks (check_specs) are evaluated with its materialization: raw_documents (has
+documents, text column), the data stages' conservation and shard checks, trained_checkpoint
+(finite final loss, checkpoint verifies), evaluation (beats the unigram baseline) and samples.
 """
 
 from __future__ import annotations

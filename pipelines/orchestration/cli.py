@@ -1,7 +1,8 @@
 """`hgpt run`, `hgpt ui`, `hgpt mlflow-ui`: the main job and the two UIs, on 127.0.0.1 only.
 
     hgpt run [--source default|local|hub] [--input DIR] [--preset tiny|gpt2] [--max-steps N]
-    hgpt ui [--port 3000]            # Dagster UI over workspace/dagster (asset graph, runs, checks)
+    hgpt ui [--port 3000]            # Dagster UI over workspace/dagster (asset graph, runs, checks):
+                                     # dagster-webserver and dagster-daemon, as `dagster dev` would
     hgpt mlflow-ui [--port 5000]     # MLflow UI over workspace/mlflow
 
 Exit codes of `hgpt run`: 0 done (or up to date); 1 a step of the job failed (the run id names
@@ -32,11 +33,20 @@ def _run(args) -> int:
                     default_max_chars=args.default_max_chars, val_fraction=args.val_fraction)
 
 
-def dagster_ui_command(port: int, host: str = "127.0.0.1") -> list[str]:
+def dagster_ui_commands(port: int, host: str = "127.0.0.1") -> list[list[str]]:
+    """The Dagster UI as its two services: the webserver, and the daemon that runs schedules,
+    sensors, the run queue and auto-materialization.
+
+    That is what `dagster dev` starts, but `dagster dev` now warns that it is superseded by
+    `dg dev` (package dagster-dg-cli). `dg dev` in turn only calls the same implementation, and
+    dagster-dg-cli pins a dagster one patch release behind ours, so it cannot be installed
+    beside it. `dagster-webserver` and `dagster-daemon run` are Dagster's own commands for
+    running these services (as a deployment does), neither superseded nor deprecated."""
     from pipelines.orchestration.paths import REPO_ROOT
 
-    return [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-            "-h", host, "-p", str(port)]
+    workspace = ["-w", str(REPO_ROOT / "workspace.yaml")]
+    return [[sys.executable, "-m", "dagster_webserver", *workspace, "-h", host, "-p", str(port)],
+            [sys.executable, "-m", "dagster._daemon", "run", *workspace]]
 
 
 def mlflow_ui_command(port: int, host: str = "127.0.0.1") -> list[str]:
@@ -60,27 +70,41 @@ def _die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _supervise(cmd: list[str]) -> int:
-    """Run a server as this process's child and wait for it. Not an exec: a kill -9 of the
-    process the user started must not leave the server, and what it started, holding the ports.
-    The child gets SIGTERM when this process dies (`_die_with_parent`); `dagster dev` takes it
-    like Ctrl-C and stops its webserver, daemon and code servers. SIGTERM and SIGHUP sent here
-    are passed on; Ctrl-C reaches the child directly (same process group), so it is ignored here
-    rather than forwarded twice."""
+def _supervise(*cmds: list[str]) -> int:
+    """Run servers as this process's children and wait for them; when one ends, the others are
+    stopped, and its exit code is ours. Not an exec: a kill -9 of the process the user started
+    must not leave the servers, and what they started, holding the ports. Each child gets
+    SIGTERM when this process dies (`_die_with_parent`). SIGTERM and SIGHUP sent here are passed
+    on; Ctrl-C reaches the children directly (same process group), so it is ignored here rather
+    than forwarded twice."""
     import signal
     import subprocess
+    import time
 
-    print(" ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+    procs = []
+    for cmd in cmds:
+        print(" ".join(cmd), flush=True)
+        procs.append(subprocess.Popen(cmd, preexec_fn=_die_with_parent))
 
-    def forward(signo, _frame):
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+    def stop_all(*_args):
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
 
     for signo in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signo, forward)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the fork: the child keeps its default
-    rc = proc.wait()
+        signal.signal(signo, stop_all)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the fork: the children keep their default
+    while all(proc.poll() is None for proc in procs):
+        time.sleep(0.2)
+    rc = next(proc.returncode for proc in procs if proc.returncode is not None)
+    stop_all()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     return 128 - rc if rc < 0 else rc  # a signal's death as a shell reports it
 
 
@@ -90,7 +114,7 @@ def _ui(args) -> int:
 
     ensure_dagster_home()  # sets DAGSTER_HOME for the server
     get_instance().dispose()  # storage created once, under the lock, before the server's processes start
-    return _supervise(dagster_ui_command(args.port))
+    return _supervise(*dagster_ui_commands(args.port))
 
 
 def _mlflow_ui(args) -> int:

@@ -261,7 +261,7 @@ def print_summary(instance, ws: Workspace, mlflow, seconds: float) -> None:
         f"  MLflow:         {db}",
         "",
         "Open the Dagster UI (asset graph, runs, checks) on http://127.0.0.1:3000:",
-        f"  {_command('hgpt')} ui      # or: DAGSTER_HOME={ws.dagster_home} {_command('dagster')} dev "
+        f"  {_command('hgpt')} ui      # or: DAGSTER_HOME={ws.dagster_home} {_command('dagster-webserver')} "
         f"-w {REPO_ROOT / 'workspace.yaml'} -h 127.0.0.1 -p 3000",
         "Open the MLflow UI (runs, loss curves, checkpoints, registered model) on http://127.0.0.1:5000:",
         f"  {_command('hgpt')} mlflow-ui   # or: {_command('mlflow')} ui --backend-store-uri {db} -h 127.0.0.1 -p 5000",

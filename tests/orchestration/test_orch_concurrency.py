@@ -105,7 +105,7 @@ def test_kill_9_of_hgpt_ui_leaves_nothing_holding_the_port(tmp_path):
             assert leader.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
             assert time.time() < deadline, "the Dagster UI did not start"
             time.sleep(1)
-        assert len(_group(leader.pid)) > 2  # the leader, dagster dev, its webserver and daemon
+        assert len(_group(leader.pid)) > 2  # the leader, the webserver, the daemon (and code servers)
         os.kill(leader.pid, signal.SIGKILL)  # the leader only, as a crash or the OOM killer would
         leader.wait(timeout=10)
         deadline = time.time() + 90
