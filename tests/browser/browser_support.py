@@ -1,6 +1,6 @@
 """Helpers of the real-browser tests: Playwright's Python package drives Debian's Chromium (/usr/bin/chromium).
 
-Servers (dagster dev, mlflow ui) are started by the tests on free ports of 127.0.0.1, each in a
+Servers (hgpt ui, mlflow ui) are started by the tests on free ports of 127.0.0.1, each in a
 session of its own; teardown stops the whole session (SIGTERM, then SIGKILL) and asserts that no
 process of it is left. A failing test leaves a screenshot under $HGPT_TEST_ARTIFACTS
 (default workspace/test-artifacts).

@@ -2,10 +2,12 @@
 
 Setup (headless, once for the module): a small snapshot through the data assets, a very short
 training, evaluation and samples, into a private workspace. Then:
-  * `dagster dev` on a free port of 127.0.0.1: open the asset graph, launch a materialization of
-    `samples` from its asset page and wait until the run succeeds;
+  * `hgpt ui` (Dagster's webserver and daemon) on a free port of 127.0.0.1: open the asset graph,
+    launch a materialization of `samples` from its asset page and wait until the run succeeds;
+    the loss curve drawn in `trained_checkpoint`'s metadata; no "superseded" warning in its log;
   * `mlflow ui` on a free port: open the experiment, switch from the GenAI view to "Model
-    training", open the training run and find its loss metric.
+    training", open the training run and find its loss metric and its dataset (the snapshot);
+    the LoggedModel's page lists val_loss.
 """
 
 from __future__ import annotations
@@ -97,14 +99,16 @@ def _serve(workspace, name: str, args, health: str, timeout: float):
     assert not left, f"{name} left processes behind: {left}"
 
 
-@pytest.fixture
+# One server of each for the module: starting Dagster takes a minute on a loaded machine.
+@pytest.fixture(scope="module")
 def dagster_ui(workspace):
-    yield from _serve(workspace, "dagster-dev", lambda port: [
-        "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+    # `hgpt ui` itself (its module, so the test needs no installed console script)
+    yield from _serve(workspace, "hgpt-ui", lambda port: [
+        "pipelines.orchestration.cli", "ui", "--port", str(port), "--workspace", str(workspace["root"])],
         "/server_info", 240)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def mlflow_ui(workspace):
     yield from _serve(workspace, "mlflow-ui", lambda port: [
         "mlflow", "ui", "--backend-store-uri", workspace["tracking"], "--host", "127.0.0.1",
@@ -178,7 +182,56 @@ def test_mlflow_ui_shows_training_run_with_loss(page, mlflow_ui, workspace):
     page.wait_for_url(re.compile(train_run.info.run_id), timeout=30_000)
     _click_past_popovers(page, page.get_by_text("Model metrics").first)
     page.get_by_text("loss", exact=True).first.wait_for(state="visible", timeout=60_000)
-    page.get_by_text("val_loss", exact=True).first.wait_for(state="visible", timeout=10_000)
+    # The chart grid fills in only the cards on screen (the others stay empty placeholders until
+    # scrolled to), and the run logs a dozen metrics in name order, so val_loss's card starts
+    # below the fold: find it with the grid's search box, as a user would.
+    page.get_by_placeholder("Search metric charts").first.fill("val_loss")
+    page.get_by_text("val_loss", exact=True).first.wait_for(state="visible", timeout=30_000)
+
+
+def test_dagster_ui_draws_the_loss_curve_of_trained_checkpoint(page, dagster_ui, workspace):
+    page.goto(dagster_ui.url + "/assets/trained_checkpoint")
+    _dismiss_dagster_dialogs(page)
+    # The overview's metadata table shows each markdown value behind a "Show markdown" link.
+    row = page.locator("tr").filter(has=page.get_by_text("loss_curve", exact=True))
+    row.first.wait_for(state="visible", timeout=60_000)
+    row.first.get_by_text(re.compile("markdown", re.I)).first.click()
+    plot = page.locator('img[alt="loss_curve"]')
+    plot.first.wait_for(state="visible", timeout=30_000)
+    width = plot.first.evaluate("img => img.complete ? img.naturalWidth : 0")
+    assert width > 200, width  # the PNG decoded and is drawn, not a broken image
+    assert page.get_by_text("Loss per step").count()
+    # `hgpt ui` starts Dagster without its "superseded, use dg dev" warning
+    log = (workspace["root"] / "hgpt-ui.log").read_text()
+    assert "dagster_webserver" in log and "dagster._daemon" in log
+    assert "superseded" not in log.lower(), log[-3000:]
+
+
+def test_mlflow_ui_shows_the_dataset_and_the_models_val_loss(page, mlflow_ui, workspace):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(workspace["tracking"])
+    exp = client.get_experiment_by_name("homebrew-gpt2")
+    (train_run,) = client.search_runs([exp.experiment_id], "tags.`dagster.asset_key` = 'trained_checkpoint'")
+    (used,) = train_run.inputs.dataset_inputs
+    name, digest = used.dataset.name, used.dataset.digest
+    # The run page opens on its overview, whose "Datasets" row names the snapshot with its digest
+    # (the shards' content hash). The name alone would prove nothing: a tag holds it as well.
+    page.goto(f"{mlflow_ui.url}/#/experiments/{exp.experiment_id}/runs/{train_run.info.run_id}")
+    page.get_by_text(re.compile(rf"^{re.escape(name)} \({digest}\)$")).first.wait_for(
+        state="visible", timeout=60_000)
+
+    # The LoggedModel's page: its metrics table lists val_loss and val_bpb, measured on the snapshot.
+    (model,) = client.search_logged_models([exp.experiment_id])
+    page.goto(f"{mlflow_ui.url}/#/experiments/{exp.experiment_id}/models/{model.model_id}")
+    table = page.get_by_test_id("logged-model-details-metrics-table")
+    table.wait_for(state="visible", timeout=60_000)
+    # System metrics are linked to the model too; the table's search box narrows it, as a user would.
+    page.get_by_placeholder("Search metrics").first.fill("val_")
+    for metric in ("val_loss", "val_bpb"):
+        table.get_by_text(metric, exact=True).first.wait_for(state="visible", timeout=30_000)
+    assert table.get_by_text(re.compile(rf"^{re.escape(name)} \(#{digest}\)$")).count() >= 2
+    assert not table.get_by_text(re.compile("^system/")).count()  # the search did narrow it
 
 
 def _click_past_popovers(page, target, timeout: float = 60.0) -> None:
