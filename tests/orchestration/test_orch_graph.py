@@ -272,6 +272,7 @@ def test_logged_model_has_metrics_signature_and_description(materialized):
     assert "GPT-2" in model.description and "champion" in model.description
     version = client.get_model_version("homebrew-gpt2", train_meta["registered_model_version"].value)
     assert materialized["snapshot"].key in version.description and "steps" in version.description
+    assert logged.tags["mlflow.note.content"] == version.description  # the LoggedModel's description
     assert version.run_id == train_run
     assert version.tags["hgpt.evaluation_run_id"] == eval_run
     for name in ("homebrew-gpt2", "homebrew-gpt2-data"):

@@ -31,7 +31,7 @@ from dagster import (
 from pipelines.orchestration.assets.data import filtered_documents, token_shards
 from pipelines.orchestration.configs import EvaluationConfig, SamplesConfig, TrainingConfig
 from pipelines.orchestration.metadata import git_commit, hash_strings, json_md, md_table
-from pipelines.orchestration.mlflow_resource import TAG_MODEL_ID, TAG_MODEL_VERSION, MLflowTracking
+from pipelines.orchestration.mlflow_resource import TAG_MODEL_ID, TAG_MODEL_VERSION, TAG_NOTE, MLflowTracking
 from pipelines.orchestration.pipes_launcher import TrainingLauncher
 from pipelines.orchestration.resources import WorkspaceResource
 
@@ -159,8 +159,10 @@ def log_model(mlflow: MLflowTracking, run, model_dir: Path, lineage: dict, conte
                  "mlflow.run_id": run.run_id, TAG_MODEL_ID: info.model_id}.items():
         client.set_model_version_tag(mlflow.registered_model_name, version, k, v)
     client.update_registered_model(mlflow.registered_model_name, description=REGISTERED_MODEL_DESCRIPTION)
-    client.update_model_version(mlflow.registered_model_name, version,
-                                description=version_description(lineage, result or {}))
+    described = version_description(lineage, result or {})
+    client.update_model_version(mlflow.registered_model_name, version, description=described)
+    # the LoggedModel's own page shows this tag as its description
+    client.set_logged_model_tags(info.model_id, {TAG_NOTE: described})
     return {"model_uri": info.model_uri, "registered_model": mlflow.registered_model_name,
             "version": version, "model_id": info.model_id}
 
