@@ -38,18 +38,21 @@ DEFAULT_SNAPSHOT_NAME = "python-docstrings"
 # (at 1,024 tokens a step the loss per token seen is lower still, not yet measured to the end).
 # Training's own val is a small prefix (the evaluation asset scores more), mid-run and at the
 # end; one checkpoint, at the end (a rerun after a kill trains afresh).
-def _main_precision() -> str:
+def main_precision(cpu_has_native_bf16: bool | None = None) -> str:
     """bf16 on a CPU with bf16 dot products; otherwise TrainConfig's "auto" (fp32 on other CPUs,
-    where a bf16 GEMM is several times slower; bf16 or fp16 on a GPU)."""
-    import torch
+    where a bf16 GEMM is several times slower; bf16 or fp16 on a GPU). `cpu_has_native_bf16`
+    forces the branch (tests); None reads this machine."""
+    if cpu_has_native_bf16 is None:
+        import torch
 
-    from training.fused_loss import native_bf16_matmul
+        from training.fused_loss import native_bf16_matmul
 
-    return "auto" if torch.cuda.is_available() or not native_bf16_matmul("cpu") else "bf16"
+        cpu_has_native_bf16 = not torch.cuda.is_available() and native_bf16_matmul("cpu")
+    return "bf16" if cpu_has_native_bf16 else "auto"
 
 
 MAIN_TINY_OVERRIDES = {"max_steps": 150, "warmup_steps": 10, "max_lr": 2e-3, "min_lr": 2e-4,
-                       "precision": _main_precision(), "eval_every": 75, "checkpoint_every": 150,
+                       "eval_every": 75, "checkpoint_every": 150,
                        "eval_tokens": 8192, "log_every": 10}
 # Step events at INFO; Dagster's DEBUG event stream would drown the training log on the console.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -233,7 +236,8 @@ def _run_main(ws: Workspace, source, input_dir, hub_config, hub_max_files, prese
         _say("data assets up to date (same snapshot files, shards on disk): skipped")
 
     # 2. Training, evaluation, samples on every snapshot with shards.
-    overrides = dict(MAIN_TINY_OVERRIDES) if preset == "tiny" else {}
+    # Precision is read from the machine here, not at import: importing this module stays cheap.
+    overrides = {**MAIN_TINY_OVERRIDES, "precision": main_precision()} if preset == "tiny" else {}
     if max_steps is not None:
         overrides["max_steps"] = max_steps
         for k in ("eval_every", "checkpoint_every"):
