@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 from pipelines import atomic
 from pipelines.filters import FilterConfig, apply_filters
 from pipelines.executors import check_executor, open_executor, recorded
-from pipelines.sources import (_FINEWEB_COLUMNS, SCHEMA, ReadConfig, SkippedFile, Snapshot, SourceError,
-                               _by_bytes, _check_row, _row, iter_file_batches)
+from pipelines.sources import (SCHEMA, ReadConfig, SkippedFile, Snapshot, SourceError, _by_bytes,
+                               _check_row, _row, iter_file_batches, open_parquet)
 
 # filter-1 still: the tasks write the bytes the one-loop stage wrote (tests/pipelines/test_data_filter_tasks.py
 # compares with a plain read filtered batch by batch), so its finished outputs stay valid.
@@ -106,13 +106,7 @@ def _parquet_slice(path: Path, rows: tuple[int, int] | None, cfg: ReadConfig):
     """Rows [r0, r1) of a parquet file (None: all) in the batches a read of the whole file gives:
     `cfg.batch_rows` documents counted from the file's first row (r0 is the start of one), read one
     row group at a time (given several, pyarrow buffers them all). Errors as sources' reader."""
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:
-        raise SourceError(f"{path}: not a readable parquet file ({exc})") from exc
-    columns = [c for c in _FINEWEB_COLUMNS if c in pf.schema_arrow.names]
-    if "text" not in columns:
-        raise SourceError(f"{path}: no 'text' column (columns: {', '.join(pf.schema_arrow.names)})")
+    pf, columns = open_parquet(path)
     meta, name = pf.metadata, path.name
     r0, r1 = rows if rows is not None else (0, meta.num_rows)
     row, at, pending, held = r0, 0, [], 0  # next row to hand out; first row of the current group

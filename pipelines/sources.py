@@ -421,8 +421,9 @@ def _check_row(doc: dict, where: str, cfg: "ReadConfig", check_unicode: bool) ->
     return doc
 
 
-def _iter_parquet(path: Path, cfg: ReadConfig) -> Iterator[list[dict]]:
-    name = path.name
+def open_parquet(path: Path) -> tuple[pq.ParquetFile, list[str]]:
+    """(the file, FineWeb's columns it holds); a SourceError naming the file where it cannot be
+    read or has no `text` column."""
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:
@@ -430,6 +431,12 @@ def _iter_parquet(path: Path, cfg: ReadConfig) -> Iterator[list[dict]]:
     columns = [c for c in _FINEWEB_COLUMNS if c in pf.schema_arrow.names]
     if "text" not in columns:
         raise SourceError(f"{path}: no 'text' column (columns: {', '.join(pf.schema_arrow.names)})")
+    return pf, columns
+
+
+def _iter_parquet(path: Path, cfg: ReadConfig) -> Iterator[list[dict]]:
+    name = path.name
+    pf, columns = open_parquet(path)
     row = 0
     try:
         for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=columns):
