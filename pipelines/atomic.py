@@ -165,3 +165,22 @@ def _staged(out_dir: Path) -> Iterator[Path]:
         _abandon_writers(stage)
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def work_dir(out_dir: str | os.PathLike, run_id: str) -> Iterator[Path]:
+    """The work directory of a stage run as tasks that writes `out_dir`: `.NAME.work/<run_id>`.
+    It survives a crash, so a rerun with the same `run_id` reuses the tasks that finished; other
+    run ids' leftovers are removed. Use it inside `staged_dir(out_dir)`: on a clean exit the whole
+    work root is removed while that lock is still held, so the next run to take the lock never has
+    its parts deleted under it."""
+    out_dir = Path(out_dir)
+    root = out_dir.parent / f".{out_dir.name}.work"
+    work = root / run_id
+    if root.exists():
+        for old in root.iterdir():
+            if old.name != run_id:
+                shutil.rmtree(old, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    yield work
+    shutil.rmtree(root, ignore_errors=True)

@@ -751,10 +751,6 @@ def _write_index(work: Path, kept_parquet: Path, index_dir: Path, key: str, cfg:
 
 # --- the stage ----------------------------------------------------------------------------------
 
-def _work_dir(out_dir: Path) -> Path:
-    return out_dir.parent / f".{out_dir.name}.work"
-
-
 def dedup_snapshot(kept_parquet: str | os.PathLike, out_dir: str | os.PathLike,
                    index_dir: str | os.PathLike | None = None, cfg: DedupConfig = DedupConfig(),
                    snapshot_key: str | None = None, progress=None) -> DedupResult:
@@ -790,16 +786,10 @@ def _dedup(kept_parquet: Path, out_dir: Path, index_dir: Path | None, cfg: Dedup
 
     plan = plan_tasks(kept_parquet, cfg)
     base = position << _SNAP_SHIFT
-    with atomic.staged_dir(out_dir) as stage:
-        work_root = _work_dir(out_dir)
-        run_id = atomic.fingerprint(fp=fp, plan=plan, run_rows=cfg.run_rows, batch_rows=cfg.batch_rows)[:16]
-        work = work_root / run_id
-        if work_root.exists():  # another configuration's or input's leftovers
-            for old in work_root.iterdir():
-                if old.name != run_id:
-                    shutil.rmtree(old, ignore_errors=True)
+    run_id = atomic.fingerprint(fp=fp, plan=plan, run_rows=cfg.run_rows, batch_rows=cfg.batch_rows)[:16]
+    with atomic.staged_dir(out_dir) as stage, atomic.work_dir(out_dir, run_id) as work:
         for sub in ("sig", "pairs", "parts"):
-            (work / sub).mkdir(parents=True, exist_ok=True)
+            (work / sub).mkdir(exist_ok=True)
         # Absolute paths: a Ray worker need not share this process's working directory.
         common = {"work": str(work.absolute()), "kept": str(kept_parquet.absolute()), "cfg": asdict(cfg)}
         workers = min(cfg.workers, len(plan))
@@ -849,5 +839,4 @@ def _dedup(kept_parquet: Path, out_dir: Path, index_dir: Path | None, cfg: Dedup
                 _write_index(work, kept_parquet, index_dir, key, cfg)
                 _register(index_dir, key)
         atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
-    shutil.rmtree(work_root, ignore_errors=True)
     return result

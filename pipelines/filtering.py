@@ -19,7 +19,6 @@ import collections
 import contextlib
 import math
 import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -309,10 +308,6 @@ def _filter_task(job: dict) -> dict:
             "rejected": counts["rejected"], "by_filter": dict(by_filter), "by_rule": dict(by_rule), "error": error}
 
 
-def _work_dir(out_dir: Path) -> Path:
-    return out_dir.parent / f".{out_dir.name}.work"
-
-
 # --- the stage ----------------------------------------------------------------------------------
 
 def filter_snapshot(snapshot: Snapshot, out_dir: str | os.PathLike, cfg: FilterStageConfig = FilterStageConfig(), progress=None) -> FilterResult:
@@ -332,16 +327,10 @@ def filter_snapshot(snapshot: Snapshot, out_dir: str | os.PathLike, cfg: FilterS
     counts = collections.Counter()
     by_filter: collections.Counter = collections.Counter()
     by_rule: collections.Counter = collections.Counter()
-    with atomic.staged_dir(out_dir) as stage:
-        plan = plan_tasks(snapshot, cfg)
-        work_root = _work_dir(out_dir)
-        run_id = atomic.fingerprint(fp=fp, plan=plan, batch_bytes=cfg.read.batch_bytes)[:16]
-        work = work_root / run_id
-        if work_root.exists():  # another configuration's or input's leftovers
-            for old in work_root.iterdir():
-                if old.name != run_id:
-                    shutil.rmtree(old, ignore_errors=True)
-        (work / "parts").mkdir(parents=True, exist_ok=True)
+    plan = plan_tasks(snapshot, cfg)
+    run_id = atomic.fingerprint(fp=fp, plan=plan, batch_bytes=cfg.read.batch_bytes)[:16]
+    with atomic.staged_dir(out_dir) as stage, atomic.work_dir(out_dir, run_id) as work:
+        (work / "parts").mkdir(exist_ok=True)
         # The limit is in the plan (each task's cap); a task reads its own slice only.
         read = {**asdict(cfg.read), "limit_docs": None}
         # A Ray worker need not share this process's working directory; locally, paths stay as
@@ -392,5 +381,4 @@ def filter_snapshot(snapshot: Snapshot, out_dir: str | os.PathLike, cfg: FilterS
         if not result.conserved or written != [result.kept, result.rejected]:
             raise AssertionError(f"filter stage lost documents: {result.to_dict()}")
         atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
-    shutil.rmtree(work_root, ignore_errors=True)
     return result
