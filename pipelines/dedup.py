@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import shutil
@@ -65,7 +64,7 @@ import xxhash  # installed with datasets (a dependency); datatrove's MinHash has
 from pipelines import atomic
 from pipelines.filtering import _PARQUET_OPTS, KEPT_SCHEMA
 from pipelines.locking import LockHeld, exclusive_lock
-from pipelines.executors import check_executor, open_executor, read_record, recorded
+from pipelines.executors import check_executor, open_executor, read_record, recorded, row_group_slices
 
 STAGE_VERSION = "dedup-2"
 DUP_SCHEMA = pa.schema(
@@ -322,14 +321,7 @@ def _bucket_number(name: str) -> int:
 
 def plan_tasks(kept_parquet: Path, cfg: DedupConfig) -> list[tuple[int, int, int, int]]:
     """(first row group, end row group, first row, end row) of each task: contiguous slices."""
-    meta = pq.ParquetFile(kept_parquet).metadata
-    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-    total = sum(sizes)
-    n = cfg.tasks or max(cfg.workers, math.ceil(total / cfg.task_rows))
-    n = max(1, min(n, len(sizes)))
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
-    bounds = [round(i * len(sizes) / n) for i in range(n + 1)]
-    return [(g0, g1, starts[g0], starts[g1]) for g0, g1 in zip(bounds, bounds[1:])]
+    return row_group_slices(kept_parquet, cfg.tasks, cfg.workers, cfg.task_rows)
 
 
 # --- stage 1: signatures ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Callable, Iterator
@@ -67,6 +68,24 @@ def recorded(where: Callable[[dict], str]):
     return wrap
 
 
+def row_group_slices(parquet: str | os.PathLike, tasks: int = 0, workers: int = 1,
+                     task_rows: int = 50_000) -> list[tuple[int, int, int, int]]:
+    """A parquet file cut into contiguous task slices of whole row groups: (first row group, end
+    row group, first row, end row) of each. `tasks` of them (0: one per ~`task_rows` rows, at
+    least `workers`), never more than there are row groups, and at least one (empty) slice."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(parquet).metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    n = tasks or max(workers, math.ceil(sum(sizes) / task_rows))
+    n = max(1, min(n, len(sizes)))
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + size)
+    bounds = [round(i * len(sizes) / n) for i in range(n + 1)]
+    return [(g0, g1, starts[g0], starts[g1]) for g0, g1 in zip(bounds, bounds[1:])]
+
+
 # --- executors ----------------------------------------------------------------------------------
 
 class LocalExecutor:
@@ -107,17 +126,26 @@ def _import_ray():
     return ray
 
 
+def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join the Ray cluster at `address` unless this process already has; True when this call
+    started Ray (its caller may shut it down). No dashboard; a cluster started here (no address
+    given or in RAY_ADDRESS) listens on 127.0.0.1 only and has `num_cpus` (None: all)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, include_dashboard=False,
+             **({"_node_ip_address": "127.0.0.1", "num_cpus": num_cpus} if local else {}))
+    return True
+
+
 class RayExecutor:
     """Jobs as Ray tasks, one CPU each. All jobs of a list are submitted at once (a result is a
     small dict); results are taken in job order. Leaving early (an error) cancels what is left."""
 
     def __init__(self, address: str | None = None, max_retries: int = RAY_MAX_RETRIES):
         ray = self._ray = _import_ray()
-        if not ray.is_initialized():
-            # No dashboard; a cluster started here (no address given or in RAY_ADDRESS) listens on
-            # 127.0.0.1 only.
-            local = address is None and not os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, include_dashboard=False, **({"_node_ip_address": "127.0.0.1"} if local else {}))
+        connect_ray(address)
         self._task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(_call)
 
     def map(self, fn: Callable[[dict], dict], jobs: list[dict]) -> Iterator[dict]:
