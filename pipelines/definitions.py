@@ -24,7 +24,7 @@ from pipelines.orchestration.jobs import (
 )
 from pipelines.orchestration.mlflow_resource import MLflowTracking
 from pipelines.orchestration.pipes_launcher import TrainingLauncher
-from pipelines.orchestration.resources import WorkspaceResource
+from pipelines.orchestration.resources import RayCluster, WorkspaceResource
 from pipelines.orchestration.sensors import HubWatch, fineweb_hub_sensor, snapshot_inbox_sensor
 
 
@@ -42,6 +42,7 @@ def build_definitions(resources: dict | None = None, executor=None) -> Definitio
             "mlflow": MLflowTracking(),
             "launcher": TrainingLauncher(),
             "hub": HubWatch(),
+            "ray": RayCluster(),
             **(resources or {}),
         },
         # Snapshot partitions run side by side; `gpu`-pool steps (training, evaluation) one at a time.

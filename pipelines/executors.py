@@ -128,8 +128,9 @@ def _import_ray():
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Join the Ray cluster at `address` unless this process already has; True when this call
-    started Ray (its caller may shut it down). No dashboard; a cluster started here (no address
-    given or in RAY_ADDRESS) listens on 127.0.0.1 only and has `num_cpus` (None: all)."""
+    connected (its caller may then `ray.shutdown()`, which stops a cluster started here and only
+    disconnects from another). No dashboard; a cluster started here (no address given or in
+    RAY_ADDRESS) listens on 127.0.0.1 only and has `num_cpus` (None: all)."""
     ray = _import_ray()
     if ray.is_initialized():
         return False

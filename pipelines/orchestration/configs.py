@@ -16,10 +16,26 @@ from dagster import Config
 from pydantic import Field, create_model
 
 from model.config import GPTConfig
+from pipelines.executors import EXECUTORS
 from training.config import TRAIN_PRESETS, TrainConfig, field_specs, preset_values
 
 
-class FilterAssetConfig(Config):
+# An Enum (not Literal): the Launchpad shows it as a drop-down. The values are the executors'.
+StageExecutor = Enum("StageExecutor", {name: name for name in EXECUTORS}, type=str)
+
+
+class TaskStageConfig(Config):
+    """Where a stage run as tasks (filter, dedup) runs them; never changes its output."""
+
+    executor: StageExecutor = Field(
+        default="local", description="local: this step's processes; ray: the cluster of the `ray` "
+        "resource (its address, or a local cluster on 127.0.0.1).")
+
+    def executor_name(self) -> str:
+        return _plain(self.executor)
+
+
+class FilterAssetConfig(TaskStageConfig):
     """The filter stage of one snapshot."""
 
     limit_docs: int | None = Field(

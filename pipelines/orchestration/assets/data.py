@@ -25,10 +25,11 @@ from dagster import (
 from pydantic import Field
 
 from pipelines.orchestration import snapshots as registry
-from pipelines.orchestration.configs import FilterAssetConfig, StageConfig, TokenizeAssetConfig
+from pipelines.orchestration.configs import (FilterAssetConfig, StageConfig, TaskStageConfig,
+                                             TokenizeAssetConfig)
 from pipelines.orchestration.metadata import counts_table, json_md, md_table, png_markdown
 from pipelines.orchestration.mlflow_resource import MLflowTracking, log_table_artifact
-from pipelines.orchestration.resources import WorkspaceResource
+from pipelines.orchestration.resources import RayCluster, WorkspaceResource
 
 GROUP = "data"
 
@@ -48,6 +49,13 @@ def _upstream_kept(workspace: WorkspaceResource, key: str, stage: str, asset_nam
 def _fresh(out: Path, force: bool) -> None:
     if force and out.exists():
         shutil.rmtree(out)
+
+
+def _executor_settings(config: TaskStageConfig, ray: RayCluster) -> dict:
+    """The stage config's executor fields: Ray's address comes from the resource, which joins
+    the cluster only when the stage runs there."""
+    executor = config.executor_name()
+    return {"executor": executor, "ray_address": ray.connect() if executor == "ray" else None}
 
 
 def _count_rows(path: str | Path) -> int:
@@ -145,7 +153,7 @@ def raw_documents(context: AssetExecutionContext, workspace: WorkspaceResource,
                                 description="kept + rejected = documents read")],
 )
 def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig,
-                       workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
+                       workspace: WorkspaceResource, mlflow: MLflowTracking, ray: RayCluster) -> MaterializeResult:
     from pipelines.filtering import FilterStageConfig, filter_snapshot
     from pipelines.filters import FilterConfig
     from pipelines.sources import ReadConfig
@@ -162,7 +170,8 @@ def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig
             else:
                 merged[name] = value
         filters = FilterConfig.from_dict(merged)
-    cfg = FilterStageConfig(filters=filters, read=ReadConfig(limit_docs=config.limit_docs))
+    cfg = FilterStageConfig(filters=filters, read=ReadConfig(limit_docs=config.limit_docs),
+                            **_executor_settings(config, ray))
     out = stage_dir(workspace, key, "filtered")
     _fresh(out, config.force)
     with mlflow.asset_run(context, experiment="data") as run:
@@ -179,6 +188,8 @@ def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig
             "kept_sha256": result.kept_sha256,
             "filter_config": json_md(filters.to_dict()),
             "filter_config_sha256": _sha(filters.to_dict()),
+            "tasks": result.tasks,
+            "executor": cfg.executor,
             "skipped_files": len(result.skipped_files),
             "path": MetadataValue.path(str(out)),
         }
@@ -200,7 +211,7 @@ def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig
     return MaterializeResult(metadata=metadata, check_results=[check])
 
 
-class DedupAssetConfig(StageConfig):
+class DedupAssetConfig(StageConfig, TaskStageConfig):
     """The dedup stage of one snapshot."""
 
     cross_snapshot: bool = Field(default=False, description="Also remove documents duplicating a snapshot "
@@ -221,14 +232,15 @@ class DedupAssetConfig(StageConfig):
                                 description="kept + exact + near duplicates = documents in")],
 )
 def deduplicated_documents(context: AssetExecutionContext, config: DedupAssetConfig,
-                           workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
+                           workspace: WorkspaceResource, mlflow: MLflowTracking, ray: RayCluster) -> MaterializeResult:
     from pipelines.dedup import DedupConfig, dedup_snapshot
 
     key = context.partition_key
     kept = _upstream_kept(workspace, key, "filtered", "filtered_documents")
     out = stage_dir(workspace, key, "dedup")
     _fresh(out, config.force)
-    cfg = DedupConfig(cross_snapshot=config.cross_snapshot, workers=config.workers)
+    cfg = DedupConfig(cross_snapshot=config.cross_snapshot, workers=config.workers,
+                      **_executor_settings(config, ray))
     with mlflow.asset_run(context, experiment="data") as run:
         result = dedup_snapshot(kept, out, workspace.ws().dedup_index, cfg, snapshot_key=key)
         kept_rows, dup_rows = _count_rows(result.kept_path), _count_rows(result.duplicates_path)
@@ -238,7 +250,9 @@ def deduplicated_documents(context: AssetExecutionContext, config: DedupAssetCon
             "exact_duplicates": result.exact_duplicates,
             "near_duplicates": result.near_duplicates,
             "kept_sha256": result.kept_sha256,
-            "dedup_config": json_md(asdict(cfg)),
+            "tasks": result.tasks,
+            "executor": cfg.executor,
+            "dedup_config": json_md(cfg.output_fields()),
             "path": MetadataValue.path(str(out)),
         }
         if run is not None:
