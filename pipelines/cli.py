@@ -7,7 +7,7 @@
     hgpt data tokenize --docs DEDUP_DIR/kept.parquet --out SHARD_DIR [--shard-tokens N]
     hgpt data stats --run-dir DATA_ROOT/<snapshot-key>
     hgpt data hub --name sample-10BT --data-root /tmp/hgpt   # needs network
-    hgpt data run ... --executor ray [--ray-address auto]     # filter and dedup tasks on Ray ([ray] extra)
+    hgpt data run ... --executor ray [--ray-address auto]     # the stages' tasks on Ray ([ray] extra)
 
 Each command prints its result as JSON on stdout; progress goes to stderr.
 
@@ -56,7 +56,8 @@ def _filter_cfg(args):
 def _tokenize_cfg(args):
     from pipelines.tokenize import TokenizeConfig
 
-    cfg = TokenizeConfig(shard_tokens=args.shard_tokens, val_fraction=args.val_fraction)
+    cfg = TokenizeConfig(shard_tokens=args.shard_tokens, val_fraction=args.val_fraction,
+                         executor=args.executor, ray_address=args.ray_address)
     return replace(cfg, workers=args.workers) if args.workers else cfg
 
 
@@ -169,7 +170,7 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 def _executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="where the filter and dedup tasks run: processes here (local) or a Ray cluster "
+                   help="where the stages' tasks run: processes here (local) or a Ray cluster "
                    "(needs the [ray] extra); the output is the same")
     p.add_argument("--ray-address", default=None,
                    help="with --executor ray: the cluster (e.g. ray://head:10001 or auto; default: a local one)")
@@ -236,7 +237,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("tokenize", help="GPT-2 tokens into llm.c shards + manifest")
     p.add_argument("--docs", required=True, help="parquet with text, id, source_file columns")
     p.add_argument("--out", required=True)
-    p.add_argument("--workers", type=int, default=None)
+    _executor_args(p)
     _tokenize_args(p)
     p.set_defaults(func=_guarded(cmd_tokenize))
 

@@ -11,8 +11,16 @@ they hold fewer than `val_min_tokens` (a small snapshot's 1% can be shorter than
 window), the next ones in hash order until they do, but never more than `val_max_share` of the
 snapshot's tokens (then at least the lowest-hash document; a warning line says the minimum was
 not met). The validation documents are thus always a prefix of the documents in hash order.
-Each worker task is one parquet row group (the stages before write groups of at most 512
-documents, which bounds memory); the parent only writes.
+
+The work is a list of tasks over slices of the input (task i of n: a range of row groups, encoded
+one row group at a time; the stages before write groups of at most 512 documents, which bounds a
+task's memory), run in this process, a local process pool or on Ray (`pipelines.executors`).
+Each task writes its documents into its own sort buckets (below) and the few lowest-hash
+documents that could enter validation, then its completion record, in a work directory beside
+the output: a rerun after a crash redoes only the tasks that did not finish. A task's candidates
+for validation are its shortest id-hash prefix holding val_min_tokens; the snapshot's prefix is
+made of the tasks' (a hash in it lies below the snapshot's last, hence in its task's prefix), so
+the split is the one a single pass gives. Documents are counted per task and for the snapshot.
 
 Document order: shuffled, so that any contiguous read of a shard is close to an i.i.d. sample of
 the corpus (FineWeb's published files are shuffled, which is what makes llm.c's front-to-back
@@ -23,10 +31,10 @@ order, the number of workers, or how the sort is carried out. The seed is record
 manifest (schema metadata `hgpt.shuffle`, and each row's key in `shuffle_key`).
 
 The sort is external, in two levels, so memory is bounded at any corpus size:
-1. as row groups come back from the workers, each document goes, by the top bits of its key, to
-   one of 2**k bucket files in the staging directory (tokens, fixed-width records, id and source
-   strings; appended, never held);
-2. buckets are then read one at a time, in key order, sorted by key in memory and written out.
+1. in the tasks, each document goes, by the top bits of its key, to one of 2**k bucket files of
+   its task (tokens, fixed-width records, id and source strings; appended, never held);
+2. the merge then reads the buckets one at a time, in key order, each from every task, sorts it
+   by (key, input row) in memory and writes it out; the order is the same whatever the tasks.
 Buckets are key ranges, so concatenating them sorted is the global sort: the bucket count (set
 from the input's text bytes and `shuffle_bucket_bytes`, ~ the peak memory of step 2) changes the
 memory and never the output. The keys are uniform, so buckets get equal shares of the documents
@@ -36,9 +44,10 @@ Why a global sort and not a shuffle within bounded groups: a group shuffle leave
 documents (one source file, one crawl period) together, so a contiguous read still sees a narrow
 slice of the corpus; sorting by a keyed hash is a uniform permutation of the whole of it, at the
 cost of one more pass: every token is written and read once more (uint16, small next to
-encoding), and the stage needs the shards' size again in temporary disk space, freed bucket by
-bucket as the shards grow. A crash leaves only the staging directory, which the rerun removes
-and starts again (the order does not depend on what was written before).
+encoding), and the stage needs the shards' size again in temporary disk space until it finishes
+(the buckets stay until the shards are published, so a crash in the merge redoes only the merge).
+A crash leaves the work directory and a staging directory; the rerun removes the staging one and
+reuses the finished tasks (the order does not depend on what was written before).
 
     hgpt data tokenize --docs /tmp/hgpt/dedup/kept.parquet --out /tmp/hgpt/shards
 """
@@ -61,8 +70,8 @@ import pyarrow.parquet as pq
 
 from model.tokenizer import EOT_TOKEN, get_encoding  # model/__init__ is lazy: no torch here
 from pipelines import atomic
+from pipelines.executors import check_executor, open_executor, recorded, row_group_slices
 from pipelines.filtering import default_workers
-from pipelines.parallel import ordered_map
 from pipelines.shard_format import ShardWriter
 
 STAGE_VERSION = "tokenize-3"  # 2: documents in shuffled order; 3: val_min_tokens
@@ -94,7 +103,9 @@ class TokenizeConfig:
 
     `shuffle_seed` chooses the document order (see the module docstring) and is part of the
     output's fingerprint; `shuffle_bucket_bytes` (input text per bucket of the external sort,
-    about the sort's peak memory) and `workers` change the cost, never the bytes written."""
+    about the sort's peak memory), `workers`, `tasks` (0: one per ~`task_rows` documents, at
+    least `workers`) and the `executor` ("local" or "ray", at `ray_address`) change the cost,
+    never the bytes written."""
 
     shard_tokens: int = 100_000_000
     val_fraction: float = field(default=0.01, metadata={"help": (
@@ -111,6 +122,10 @@ class TokenizeConfig:
     read_rows: int = 256  # documents decoded at a time inside a worker
     shuffle_seed: int = 0
     shuffle_bucket_bytes: int = 256 << 20
+    task_rows: int = 50_000
+    tasks: int = 0
+    executor: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.shard_tokens < 1:
@@ -127,6 +142,14 @@ class TokenizeConfig:
             raise ValueError(f"shuffle_seed must lie in [0, 2**64), got {self.shuffle_seed}")
         if self.shuffle_bucket_bytes < 1:
             raise ValueError(f"shuffle_bucket_bytes must be >= 1, got {self.shuffle_bucket_bytes}")
+        if self.task_rows < 1 or self.tasks < 0:
+            raise ValueError(f"task_rows must be >= 1 and tasks >= 0, got {self.task_rows}, {self.tasks}")
+        check_executor(self.executor, self.ray_address)
+
+    def output_fields(self) -> dict:
+        """The settings the output depends on (the fingerprint); the others only cut the work."""
+        return {k: v for k, v in asdict(self).items()
+                if k in ("shard_tokens", "val_fraction", "val_min_tokens", "val_max_share", "shuffle_seed")}
 
 
 @dataclass
@@ -144,6 +167,7 @@ class TokenizeResult:
     shuffle_buckets: int = 1  # buckets of the external sort
     largest_bucket_tokens: int = 0  # the most tokens the sort held in memory at once
     val_note: str = ""  # why validation holds fewer than val_min_tokens, if it does
+    tasks: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,6 +192,9 @@ def shuffle_keys(ids: list[str], seed: int) -> np.ndarray:
     return np.fromiter(
         (int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=key).digest(), "big")
          for i in ids), dtype=np.uint64, count=len(ids))
+
+
+_CANDIDATE = np.dtype([("hash", "<u8"), ("tokens", "<i8")])
 
 
 class ValidationSplit:
@@ -210,6 +237,19 @@ class ValidationSplit:
             self.held_tokens += n
             while self.held_tokens - self.held[-self.heap[0]] >= self.need:
                 self.held_tokens -= self.held.pop(-heapq.heappop(self.heap))
+
+    def candidates(self) -> np.ndarray:
+        """The hashes held (with their tokens): those that can still enter the prefix, whatever
+        other documents come; with `absorb`, a split can be made of the splits of parts."""
+        out = np.empty(len(self.held), _CANDIDATE)
+        out["hash"] = list(self.held.keys())
+        out["tokens"] = list(self.held.values())
+        return out
+
+    def absorb(self, candidates: np.ndarray, total: int) -> None:
+        """Take in another split's candidates and its documents' `total` tokens."""
+        self.add(candidates["hash"], candidates["tokens"])
+        self.total += total - int(candidates["tokens"].sum())
 
     def finish(self) -> None:
         """Fix the prefix once every document was added."""
@@ -289,13 +329,13 @@ def bucket_bits(docs_parquet: Path, bucket_bytes: int) -> int:
 
 
 class _Buckets:
-    """Step 1 of the external sort: documents appended, by the top bits of their key, to bucket
-    files (tokens, records, ids, source files). Files are opened per append, so the number of
-    buckets is not limited by open descriptors."""
+    """Step 1 of the external sort, one task's: documents appended, by the top bits of their key,
+    to bucket files (tokens, records, ids, source files). Files are opened per append, so the
+    number of buckets is not limited by open descriptors."""
 
     def __init__(self, root: Path, bits: int):
         self.root, self.bits = root, bits
-        root.mkdir()
+        root.mkdir(parents=True, exist_ok=True)
 
     def path(self, b: int, kind: str) -> Path:
         return self.root / f"{b:05d}.{kind}"
@@ -320,21 +360,31 @@ class _Buckets:
                     f.write(data)
 
     def read(self, b: int) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array] | None:
-        """Bucket `b` sorted by (key, input row): tokens in that order, records, ids, sources;
-        its files are deleted (the temporary disk space shrinks as the shards grow)."""
+        """This task's part of bucket `b`, as appended: tokens, records, ids, sources."""
         if not self.path(b, "rec").exists():
             return None
         rec = np.fromfile(self.path(b, "rec"), _RECORD)
         tokens = np.fromfile(self.path(b, "tok"), np.uint16)
         ids, sources = (_read_strings(self.path(b, k), len(rec)) for k in ("id", "src"))
-        for kind in ("tok", "rec", "id", "src"):
-            self.path(b, kind).unlink()
-        order = np.lexsort((rec["row"], rec["key"]))
-        starts = np.concatenate(([0], np.cumsum(rec["n_tokens"])[:-1])).astype(np.int64)
-        rec = rec[order]
-        tokens = _gather(tokens, starts[order], rec["n_tokens"])
-        take = pa.array(order)
-        return tokens, rec, ids.take(take), sources.take(take)
+        return tokens, rec, ids, sources
+
+
+def _sorted_bucket(tasks: list[_Buckets], b: int) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array] | None:
+    """Step 2's bucket `b`, gathered from every task and sorted by (key, input row): tokens in
+    that order, records, ids, sources. Rows are the input's, so the order is a single pass's."""
+    parts = [part for part in (t.read(b) for t in tasks) if part is not None]
+    if not parts:
+        return None
+    tokens = np.concatenate([p[0] for p in parts])
+    rec = np.concatenate([p[1] for p in parts])
+    ids, sources = (pa.concat_arrays([p[k] for p in parts]) for k in (2, 3))
+    del parts
+    order = np.lexsort((rec["row"], rec["key"]))
+    starts = np.concatenate(([0], np.cumsum(rec["n_tokens"])[:-1])).astype(np.int64)
+    rec = rec[order]
+    tokens = _gather(tokens, starts[order], rec["n_tokens"])
+    take = pa.array(order)
+    return tokens, rec, ids.take(take), sources.take(take)
 
 
 _NULL = 0xFFFFFFFF  # length prefix of a null string
@@ -448,14 +498,44 @@ def _content_hash(stage: Path, names: list[str]) -> str:
     return h.hexdigest()
 
 
+@recorded(lambda job: f"tokens/{job['task']:05d}.done.json")
+def _tokenize_task(job: dict) -> dict:
+    """Encode one slice of row groups into this task's sort buckets (tokens/<task>/) and keep its
+    validation candidates (tokens/<task>/val.npy). The record, written last, is the commit: a
+    crashed attempt's appends are removed before the task starts again."""
+    cfg = TokenizeConfig(**job["cfg"])
+    i, (g0, g1, r0, r1) = job["task"], job["slice"]
+    root = Path(job["work"]) / "tokens" / f"{i:05d}"
+    shutil.rmtree(root, ignore_errors=True)
+    buckets = _Buckets(root, job["bits"])
+    val_split = ValidationSplit(cfg)
+    pf = pq.ParquetFile(job["docs"])
+    row = r0
+    for g in range(g0, g1):
+        tokens, lengths = _encode_row_group((job["docs"], g, cfg.read_rows))
+        meta = pf.read_row_group(g, columns=["id", "source_file"])
+        if meta.num_rows != len(lengths):
+            raise AssertionError(f"tokenize task {i}: row group {g} has {meta.num_rows} ids, "
+                                 f"{len(lengths)} documents encoded")
+        ids, sources = meta["id"].combine_chunks(), meta["source_file"].combine_chunks()
+        rows = row + np.arange(len(lengths), dtype=np.int64)
+        row += len(lengths)
+        id_list = ids.to_pylist()
+        val_hashes = _id_hashes(id_list)
+        val_split.add(val_hashes, lengths)
+        buckets.add(tokens, lengths, shuffle_keys(id_list, cfg.shuffle_seed), rows, val_hashes, ids, sources)
+    if row != r1:
+        raise AssertionError(f"tokenize task {i} lost documents: rows {r0}..{r1}, {row - r0} read")
+    np.save(root / "val.npy", val_split.candidates(), allow_pickle=False)
+    return {"task": i, "docs": row - r0, "tokens": val_split.total}
+
+
 def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLike,
                        cfg: TokenizeConfig = TokenizeConfig(), progress=None) -> TokenizeResult:
     """Tokenize every document of `docs_parquet` (needs columns text, id, source_file) into
     `out_dir/{val,train}_NNNNNN.bin` + `manifest.parquet`. Skips a finished identical run."""
     docs_parquet, out_dir = Path(docs_parquet), Path(out_dir)
-    cfg_fp = {k: v for k, v in asdict(cfg).items()
-              if k in ("shard_tokens", "val_fraction", "val_min_tokens", "val_max_share", "shuffle_seed")}
-    fp = atomic.fingerprint(stage=STAGE_VERSION, input=atomic.sha256_file(docs_parquet), cfg=cfg_fp)
+    fp = atomic.fingerprint(stage=STAGE_VERSION, input=atomic.sha256_file(docs_parquet), cfg=cfg.output_fields())
     done = atomic.completed(out_dir, fp)
     if done is not None:
         return TokenizeResult(**done["result"])
@@ -464,27 +544,27 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
     missing = {"text", "id", "source_file"} - set(pf.schema_arrow.names)
     if missing:
         raise ValueError(f"{docs_parquet}: missing column(s) {', '.join(sorted(missing))}")
-    val_split = ValidationSplit(cfg)
     bits = bucket_bits(docs_parquet, cfg.shuffle_bucket_bytes)
-    with atomic.staged_dir(out_dir) as stage:
-        # step 1: encode (in the workers) and distribute the documents over the buckets
-        buckets = _Buckets(stage / ".buckets", bits)
-        tasks = [(str(docs_parquet), rg, cfg.read_rows) for rg in range(pf.num_row_groups)]
-        first_row = 0
-        for rg, (tokens, lengths) in enumerate(ordered_map(_encode_row_group, tasks, cfg.workers)):
-            meta = pf.read_row_group(rg, columns=["id", "source_file"])
-            ids, sources = meta["id"].combine_chunks(), meta["source_file"].combine_chunks()
-            rows = first_row + np.arange(len(lengths), dtype=np.int64)
-            first_row += len(lengths)
-            id_list = ids.to_pylist()
-            val_hashes = _id_hashes(id_list)
-            val_split.add(val_hashes, lengths)
-            buckets.add(tokens, lengths, shuffle_keys(id_list, cfg.shuffle_seed), rows,
-                        val_hashes, ids, sources)
-            if progress is not None:
-                progress.update(len(lengths))
+    plan = row_group_slices(docs_parquet, cfg.tasks, cfg.workers, cfg.task_rows)
+    run_id = atomic.fingerprint(fp=fp, plan=plan, bits=bits, read_rows=cfg.read_rows)[:16]
+    with atomic.staged_dir(out_dir) as stage, atomic.work_dir(out_dir, run_id) as work:
+        # step 1, in the tasks: encode and distribute the documents over each task's buckets.
+        # Absolute paths: a Ray worker need not share this process's working directory.
+        common = {"work": str(work.absolute()), "docs": str(docs_parquet.absolute()), "bits": bits,
+                  "cfg": asdict(cfg)}
+        jobs = [{**common, "task": i, "slice": list(sl)} for i, sl in enumerate(plan)]
+        val_split = ValidationSplit(cfg)
+        with open_executor(cfg.executor, min(cfg.workers, len(jobs)), cfg.ray_address) as ex:
+            for job, rec in zip(jobs, ex.map(_tokenize_task, jobs)):
+                root = work / "tokens" / f"{job['task']:05d}"
+                val_split.absorb(np.load(root / "val.npy", allow_pickle=False), rec["tokens"])
+                if progress is not None:
+                    progress.update(rec["docs"])
+        if sum(r1 - r0 for _, _, r0, r1 in plan) != pf.metadata.num_rows:
+            raise AssertionError(f"tokenize: the tasks' slices do not cover {docs_parquet}")
         val_split.finish()  # every document's tokens are known: the validation prefix is fixed
-        # step 2: buckets in key order, each sorted, into the shards
+        # step 2: buckets in key order, each gathered from the tasks and sorted, into the shards
+        tasks = [_Buckets(work / "tokens" / f"{i:05d}", bits) for i in range(len(jobs))]
         writers = {s: _SplitWriter(stage, s, cfg.shard_tokens) for s in ("val", "train")}
         schema = manifest_schema(cfg.shuffle_seed)
         # the validation rows wait in the stage itself: its writers are the ones closed quietly
@@ -494,7 +574,7 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
                     "val": _ManifestWriter(val_manifest, schema)}
         largest = 0
         for b in range(2**bits):
-            bucket = buckets.read(b)
+            bucket = _sorted_bucket(tasks, b)
             if bucket is None:
                 continue
             tokens, rec, ids, sources = bucket
@@ -527,7 +607,6 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
             manifest["train"].write(pa.Table.from_batches([batch], schema=schema))
         manifest["train"].close()
         val_manifest.unlink()
-        shutil.rmtree(buckets.root)
         for w in writers.values():
             w.close()
         shards = writers["val"].names + writers["train"].names
@@ -546,7 +625,10 @@ def tokenize_documents(docs_parquet: str | os.PathLike, out_dir: str | os.PathLi
             shuffle_buckets=2**bits,
             largest_bucket_tokens=largest,
             val_note=val_split.note,
+            tasks=len(jobs),
         )
+        if result.docs != pf.metadata.num_rows or result.tokens != val_split.total:
+            raise AssertionError(f"tokenize lost documents ({pf.metadata.num_rows} rows in): {result.to_dict()}")
         atomic.write_json_atomic(stage / atomic.SUCCESS, {"fingerprint": fp, "result": result.to_dict()})
     return result
 

@@ -150,7 +150,7 @@ def test_skipped_file_records_keep_the_users_path(tmp_path):
     assert "e.parquet: not a readable parquet file" in res.skipped_files[0]["error"]
 
 
-def test_the_pipeline_config_moves_both_task_stages_to_an_executor_without_changing_fingerprints():
+def test_the_pipeline_config_moves_the_task_stages_to_an_executor_without_changing_fingerprints():
     from pipelines.run import PipelineConfig
 
     base = PipelineConfig()
@@ -158,4 +158,6 @@ def test_the_pipeline_config_moves_both_task_stages_to_an_executor_without_chang
     assert (cfg.filter.executor, cfg.filter.ray_address) == (cfg.dedup.executor, cfg.dedup.ray_address) == \
         ("ray", "ray://head:10001")
     assert cfg.dedup.output_fields() == base.dedup.output_fields()
-    assert (cfg.filter.filters, cfg.filter.read, cfg.tokenize) == (base.filter.filters, base.filter.read, base.tokenize)
+    assert (cfg.tokenize.executor, cfg.tokenize.ray_address) == ("ray", "ray://head:10001")
+    assert cfg.tokenize.output_fields() == base.tokenize.output_fields()
+    assert (cfg.filter.filters, cfg.filter.read) == (base.filter.filters, base.filter.read)

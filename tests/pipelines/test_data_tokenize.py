@@ -231,12 +231,13 @@ def test_kill_9_mid_sort_then_rerun_gives_the_same_bytes(tmp_path, where):
     proc = subprocess.run([sys.executable, "-c", CRASH, str(src), str(out), *map(str, where)],
                           cwd=REPO, capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
-    leftovers = list(tmp_path.glob(".out.tmp-*/.buckets/*.tok"))
+    leftovers = list(tmp_path.glob(".out.work/*/tokens/*/*.tok"))
     assert leftovers and not out.exists()  # killed mid-sort, nothing published
     again = tokenize_documents(src, out, TokenizeConfig(shard_tokens=400, workers=2,
                                                         shuffle_bucket_bytes=512))
     assert again.content_hash == ref.content_hash
     assert not list(tmp_path.glob(".out.tmp-*")) and not list(out.glob(".*"))
+    assert not (tmp_path / ".out.work").exists()
     for f in (tmp_path / "ref").iterdir():
         if f.suffix in (".bin", ".parquet"):
             assert f.read_bytes() == (out / f.name).read_bytes(), f.name
