@@ -12,9 +12,14 @@ documents, text column), the data stages' conservation and shard checks, trained
 
 from __future__ import annotations
 
+import os
+
 from dagster import Definitions, multiprocess_executor
 
 from pipelines.orchestration.assets import ALL_ASSETS
+from pipelines.orchestration.assets.data import fanned_out_data_assets
+from pipelines.orchestration.assets.fanout import IO_MANAGER as TASK_IO, TaskIOManager
+from pipelines.orchestration.assets.training import EVALUATION_ASSETS, TRAINING_ASSETS
 from pipelines.orchestration.jobs import (
     process_snapshot_job,
     retrain_gpt2_job,
@@ -28,12 +33,15 @@ from pipelines.orchestration.resources import RayCluster, WorkspaceResource
 from pipelines.orchestration.sensors import HubWatch, fineweb_hub_sensor, snapshot_inbox_sensor
 
 
-def build_definitions(resources: dict | None = None, executor=None) -> Definitions:
+def build_definitions(resources: dict | None = None, executor=None, fanout: bool = False) -> Definitions:
     """The project's Definitions; tests pass their own resources (temporary workspace, MLflow),
     a cluster deployment its executor (e.g. dagster_k8s.k8s_job_executor; see
-    pipelines/orchestration/SCALE_OUT.md)."""
+    pipelines/orchestration/SCALE_OUT.md) and `fanout`: the filter and dedup assets as graphs
+    whose task steps run the stage's tasks (the same assets to the user), so they run as separate
+    steps (separate pods under the k8s executor) instead of inside the asset's one step."""
+    assets = [*fanned_out_data_assets(), *TRAINING_ASSETS, *EVALUATION_ASSETS] if fanout else ALL_ASSETS
     return Definitions(
-        assets=ALL_ASSETS,
+        assets=assets,
         jobs=[process_snapshot_job, retrain_job, retrain_gpt2_job],
         schedules=[weekly_retraining],
         sensors=[snapshot_inbox_sensor, fineweb_hub_sensor, retrain_on_new_shards],
@@ -43,6 +51,7 @@ def build_definitions(resources: dict | None = None, executor=None) -> Definitio
             "launcher": TrainingLauncher(),
             "hub": HubWatch(),
             "ray": RayCluster(),
+            TASK_IO: TaskIOManager(),
             **(resources or {}),
         },
         # Snapshot partitions run side by side; `gpu`-pool steps (training, evaluation) one at a time.
@@ -50,4 +59,5 @@ def build_definitions(resources: dict | None = None, executor=None) -> Definitio
     )
 
 
-defs = build_definitions()
+# HGPT_STAGE_FANOUT=1: this code location with the fan-out (e.g. `hgpt ui` on a big machine).
+defs = build_definitions(fanout=os.environ.get("HGPT_STAGE_FANOUT") == "1")

@@ -19,6 +19,7 @@ the executor, the number of workers and the order in which tasks finished.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import math
@@ -176,11 +177,29 @@ class RayExecutor:
         pass
 
 
+# The executor of a caller that schedules a stage's tasks itself (Dagster, one step per task).
+_taken_over: contextvars.ContextVar = contextvars.ContextVar("tasks_taken_over", default=None)
+
+
+@contextlib.contextmanager
+def tasks_taken_over(executor):
+    """Within this block every stage's `open_executor` gives `executor` (anything with `map`)
+    instead of its own, and leaves closing it to the caller."""
+    token = _taken_over.set(executor)
+    try:
+        yield executor
+    finally:
+        _taken_over.reset(token)
+
+
 @contextlib.contextmanager
 def open_executor(kind: str = "local", workers: int = 1, ray_address: str | None = None,
                   max_retries: int = RAY_MAX_RETRIES):
     """The executor `kind`; `workers` sizes the local pool (Ray uses its cluster's CPUs)."""
     check_executor(kind, ray_address)
+    if (outer := _taken_over.get()) is not None:
+        yield outer
+        return
     ex = LocalExecutor(workers) if kind == "local" else RayExecutor(ray_address, max_retries)
     try:
         yield ex

@@ -31,6 +31,11 @@ class TaskStageConfig(Config):
         default="local", description="local: this step's processes; ray: the cluster of the `ray` "
         "resource (its address, or a local cluster on 127.0.0.1).")
 
+    max_task_steps: int = Field(
+        default=16, ge=1, description="With the stages fanned out over Dagster steps (fanout "
+        "definitions): at most this many steps per task list of the stage, each running a run of "
+        "consecutive tasks; the output does not depend on it.")
+
     def executor_name(self) -> str:
         return _plain(self.executor)
 

@@ -2,14 +2,19 @@
 
 Each asset is a thin call of a plain stage function of `pipelines` (which writes its output
 atomically under workspace/data/<snapshot>/<stage> and skips work it already did with the same
-inputs), plus metadata for the Dagster UI and an MLflow run.
+inputs), plus metadata for the Dagster UI and an MLflow run. The stages run as tasks (filter,
+dedup) are split into `prepare_*` and `report_*`, so the same code serves their one-step assets
+(tasks on the configured executor, local or Ray) and their fanned-out graphs (assets/fanout.py:
+the tasks as Dagster steps).
 """
 
 
+import functools
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +29,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from pipelines import atomic
 from pipelines.orchestration import snapshots as registry
 from pipelines.orchestration.configs import (FilterAssetConfig, StageConfig, TaskStageConfig,
                                              TokenizeAssetConfig)
@@ -51,10 +57,13 @@ def _fresh(out: Path, force: bool) -> None:
         shutil.rmtree(out)
 
 
-def _executor_settings(config: TaskStageConfig, ray: RayCluster) -> dict:
+def _executor_settings(config: TaskStageConfig, ray: RayCluster | None) -> dict:
     """The stage config's executor fields: Ray's address comes from the resource, which joins
-    the cluster only when the stage runs there."""
+    the cluster only when the stage runs there (None: the stage's tasks are Dagster steps)."""
     executor = config.executor_name()
+    if executor == "ray" and ray is None:
+        raise ValueError("executor: ray does not apply where the stage's tasks run as Dagster steps "
+                         "(fan-out); use executor: local")
     return {"executor": executor, "ray_address": ray.connect() if executor == "ray" else None}
 
 
@@ -141,10 +150,27 @@ def raw_documents(context: AssetExecutionContext, workspace: WorkspaceResource,
     return MaterializeResult(metadata=metadata, check_results=checks)
 
 
-@asset(
+@dataclass(frozen=True)
+class PreparedStage:
+    """A task stage of one partition, configured and ready: `run()` runs it (or returns the
+    result of an identical earlier run); `input` is the upstream file it reads, if one."""
+
+    cfg: Any
+    out: Path
+    run: Callable[[], Any]
+    input: Path | None = None
+
+
+def _in_one_step(prepare, report, context, config, workspace, mlflow, ray) -> MaterializeResult:
+    """A task stage as one asset step: its tasks run on the configured executor, from this step."""
+    stage = prepare(context.partition_key, config, workspace, ray)
+    metadata, checks = report(context, config, mlflow, stage, stage.run)
+    return MaterializeResult(metadata=metadata, check_results=checks)
+
+
+FILTER_ASSET = dict(
     partitions_def=registry.SNAPSHOTS,
     group_name=GROUP,
-    deps=[raw_documents],
     kinds={"parquet"},
     code_version="filter-1",
     description="FineWeb's quality filters (Gopher repetition and quality, C4, FineWeb's own) over "
@@ -152,13 +178,14 @@ def raw_documents(context: AssetExecutionContext, workspace: WorkspaceResource,
     check_specs=[AssetCheckSpec("documents_conserved", asset="filtered_documents",
                                 description="kept + rejected = documents read")],
 )
-def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig,
-                       workspace: WorkspaceResource, mlflow: MLflowTracking, ray: RayCluster) -> MaterializeResult:
+
+
+def prepare_filter(key: str, config: FilterAssetConfig, workspace: WorkspaceResource,
+                   ray: RayCluster | None) -> PreparedStage:
     from pipelines.filtering import FilterStageConfig, filter_snapshot
     from pipelines.filters import FilterConfig
     from pipelines.sources import ReadConfig
 
-    key = context.partition_key
     snapshot = registry.resolve(workspace.ws(), key, workspace.inbox_dir())
     filters = FilterConfig()
     overrides = json.loads(config.filter_overrides_json or "{}")
@@ -174,8 +201,14 @@ def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig
                             **_executor_settings(config, ray))
     out = stage_dir(workspace, key, "filtered")
     _fresh(out, config.force)
+    return PreparedStage(cfg, out, functools.partial(filter_snapshot, snapshot, out, cfg))
+
+
+def report_filter(context, config: FilterAssetConfig, mlflow: MLflowTracking, stage: PreparedStage,
+                  run_stage: Callable[[], Any]) -> tuple[dict, list[AssetCheckResult]]:
+    filters, out = stage.cfg.filters, stage.out
     with mlflow.asset_run(context, experiment="data") as run:
-        result = filter_snapshot(snapshot, out, cfg)
+        result = run_stage()
         kept_rows, rejected_rows = _count_rows(result.kept_path), _count_rows(result.rejected_path)
         conserved = result.docs_in == kept_rows + rejected_rows
         metadata = {
@@ -186,10 +219,11 @@ def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig
             "rejected_by_filter": MetadataValue.md(counts_table(result.rejected_by_filter, "filter")),
             "rejected_by_rule": MetadataValue.md(counts_table(result.rejected_by_rule, "rule")),
             "kept_sha256": result.kept_sha256,
+            "rejected_sha256": result.rejected_sha256,
             "filter_config": json_md(filters.to_dict()),
             "filter_config_sha256": _sha(filters.to_dict()),
             "tasks": result.tasks,
-            "executor": cfg.executor,
+            "executor": stage.cfg.executor,
             "skipped_files": len(result.skipped_files),
             "path": MetadataValue.path(str(out)),
         }
@@ -208,7 +242,13 @@ def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig
         severity=AssetCheckSeverity.ERROR,
         metadata={"documents_in": result.docs_in, "kept_rows": kept_rows, "rejected_rows": rejected_rows},
     )
-    return MaterializeResult(metadata=metadata, check_results=[check])
+    return metadata, [check]
+
+
+@asset(deps=[raw_documents], **FILTER_ASSET)
+def filtered_documents(context: AssetExecutionContext, config: FilterAssetConfig,
+                       workspace: WorkspaceResource, mlflow: MLflowTracking, ray: RayCluster) -> MaterializeResult:
+    return _in_one_step(prepare_filter, report_filter, context, config, workspace, mlflow, ray)
 
 
 class DedupAssetConfig(StageConfig, TaskStageConfig):
@@ -219,10 +259,9 @@ class DedupAssetConfig(StageConfig, TaskStageConfig):
     workers: int = Field(default=1, description="Processes for the dedup tasks (the output does not depend on it).")
 
 
-@asset(
+DEDUP_ASSET = dict(
     partitions_def=registry.SNAPSHOTS,
     group_name=GROUP,
-    deps=[filtered_documents],
     kinds={"parquet"},
     code_version="dedup-2",
     description="Exact and MinHash near-duplicate removal within the snapshot (FineWeb's choice); with "
@@ -231,18 +270,26 @@ class DedupAssetConfig(StageConfig, TaskStageConfig):
     check_specs=[AssetCheckSpec("documents_conserved", asset="deduplicated_documents",
                                 description="kept + exact + near duplicates = documents in")],
 )
-def deduplicated_documents(context: AssetExecutionContext, config: DedupAssetConfig,
-                           workspace: WorkspaceResource, mlflow: MLflowTracking, ray: RayCluster) -> MaterializeResult:
+
+
+def prepare_dedup(key: str, config: DedupAssetConfig, workspace: WorkspaceResource,
+                  ray: RayCluster | None) -> PreparedStage:
     from pipelines.dedup import DedupConfig, dedup_snapshot
 
-    key = context.partition_key
     kept = _upstream_kept(workspace, key, "filtered", "filtered_documents")
     out = stage_dir(workspace, key, "dedup")
     _fresh(out, config.force)
     cfg = DedupConfig(cross_snapshot=config.cross_snapshot, workers=config.workers,
                       **_executor_settings(config, ray))
+    run = functools.partial(dedup_snapshot, kept, out, workspace.ws().dedup_index, cfg, snapshot_key=key)
+    return PreparedStage(cfg, out, run, input=kept)
+
+
+def report_dedup(context, config: DedupAssetConfig, mlflow: MLflowTracking, stage: PreparedStage,
+                 run_stage: Callable[[], Any]) -> tuple[dict, list[AssetCheckResult]]:
+    cfg, kept = stage.cfg, stage.input
     with mlflow.asset_run(context, experiment="data") as run:
-        result = dedup_snapshot(kept, out, workspace.ws().dedup_index, cfg, snapshot_key=key)
+        result = run_stage()
         kept_rows, dup_rows = _count_rows(result.kept_path), _count_rows(result.duplicates_path)
         metadata = {
             "documents_in": result.docs_in,
@@ -250,10 +297,11 @@ def deduplicated_documents(context: AssetExecutionContext, config: DedupAssetCon
             "exact_duplicates": result.exact_duplicates,
             "near_duplicates": result.near_duplicates,
             "kept_sha256": result.kept_sha256,
+            "duplicates_sha256": atomic.sha256_file(result.duplicates_path),
             "tasks": result.tasks,
             "executor": cfg.executor,
             "dedup_config": json_md(cfg.output_fields()),
-            "path": MetadataValue.path(str(out)),
+            "path": MetadataValue.path(str(stage.out)),
         }
         if run is not None:
             run.log_params(asdict(cfg))
@@ -269,7 +317,13 @@ def deduplicated_documents(context: AssetExecutionContext, config: DedupAssetCon
         metadata={"documents_in": result.docs_in, "kept_rows": kept_rows, "duplicate_rows": dup_rows,
                   "filtered_kept_rows": _count_rows(kept)},
     )
-    return MaterializeResult(metadata=metadata, check_results=[check])
+    return metadata, [check]
+
+
+@asset(deps=[filtered_documents], **DEDUP_ASSET)
+def deduplicated_documents(context: AssetExecutionContext, config: DedupAssetConfig,
+                           workspace: WorkspaceResource, mlflow: MLflowTracking, ray: RayCluster) -> MaterializeResult:
+    return _in_one_step(prepare_dedup, report_dedup, context, config, workspace, mlflow, ray)
 
 
 def _sha(obj) -> str:
@@ -434,3 +488,20 @@ def dataset_statistics(context: AssetExecutionContext, config: StageConfig,
 
 
 DATA_ASSETS = [raw_documents, filtered_documents, deduplicated_documents, token_shards, dataset_statistics]
+
+
+def fanned_out_data_assets() -> list:
+    """DATA_ASSETS with filter and dedup each a graph of Dagster steps over its tasks (same keys,
+    config, checks and metadata); their tasks then run where Dagster's executor runs steps, so
+    their config's `executor` must stay local."""
+    from pipelines.orchestration.assets.fanout import TaskStage, fanned_out
+
+    filtered = fanned_out(TaskStage(
+        name="filtered_documents", short="filter", task_lists=("filter",), config=FilterAssetConfig,
+        prepare=functools.partial(prepare_filter, ray=None), report=report_filter,
+        upstream="raw_documents", asset=FILTER_ASSET))
+    deduplicated = fanned_out(TaskStage(
+        name="deduplicated_documents", short="dedup", task_lists=("signatures", "matching", "removal"),
+        config=DedupAssetConfig, prepare=functools.partial(prepare_dedup, ray=None), report=report_dedup,
+        upstream="filtered_documents", asset=DEDUP_ASSET))
+    return [raw_documents, filtered, deduplicated, token_shards, dataset_statistics]
