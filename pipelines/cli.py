@@ -61,6 +61,13 @@ def _tokenize_cfg(args):
     return replace(cfg, workers=args.workers) if args.workers else cfg
 
 
+def _stats_cfg(args):
+    from pipelines.stats import StatsConfig
+
+    cfg = StatsConfig(executor=args.executor, ray_address=args.ray_address)
+    return replace(cfg, workers=args.workers) if args.workers else cfg
+
+
 def _snapshot(args):
     from pipelines.sources import SourceError, local_snapshot
 
@@ -119,7 +126,7 @@ def cmd_stats(args) -> int:
     run = Path(args.run_dir)
     result = compute_statistics(run / "dedup" / "kept.parquet", run / "filtered" / "rejected.parquet",
                                 run / "dedup" / "duplicates.parquet", run / "shards" / "manifest.parquet",
-                                args.out or run / "stats", snapshot_key=run.name)
+                                args.out or run / "stats", snapshot_key=run.name, cfg=_stats_cfg(args))
     _print(result.to_dict())
     return 0
 
@@ -127,7 +134,7 @@ def cmd_stats(args) -> int:
 def _run(snapshot, args) -> int:
     from pipelines.run import ConservationError, PipelineConfig, run_pipeline
 
-    cfg = PipelineConfig(filter=_filter_cfg(args), tokenize=_tokenize_cfg(args),
+    cfg = PipelineConfig(filter=_filter_cfg(args), tokenize=_tokenize_cfg(args), stats=_stats_cfg(args),
                          dedup=_dedup_cfg(args, cross_snapshot=args.cross_snapshot_dedup))
     try:
         result = run_pipeline(snapshot, args.data_root, cfg, progress_factory=_bar)
@@ -244,6 +251,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("stats", help="DuckDB statistics and plots of a processed snapshot")
     p.add_argument("--run-dir", required=True, help="DATA_ROOT/<snapshot-key> written by `hgpt data run`")
     p.add_argument("--out", default=None)
+    _executor_args(p)
     p.set_defaults(func=_guarded(cmd_stats))
 
     p = sub.add_parser("run", help="every stage for one local snapshot")

@@ -41,11 +41,11 @@ class PipelineConfig:
     stats: StatsConfig = field(default_factory=StatsConfig)
 
     def on_executor(self, executor: str, ray_address: str | None = None) -> "PipelineConfig":
-        """The same pipeline with its task stages (filter, dedup, tokenize) on `executor` ("local"
-        or "ray", at `ray_address`); the outputs do not change."""
+        """The same pipeline with every stage's tasks on `executor` ("local" or "ray", at
+        `ray_address`); the outputs do not change."""
         on = {"executor": executor, "ray_address": ray_address}
         return replace(self, filter=replace(self.filter, **on), dedup=replace(self.dedup, **on),
-                       tokenize=replace(self.tokenize, **on))
+                       tokenize=replace(self.tokenize, **on), stats=replace(self.stats, **on))
 
 
 @dataclass

@@ -160,4 +160,6 @@ def test_the_pipeline_config_moves_the_task_stages_to_an_executor_without_changi
     assert cfg.dedup.output_fields() == base.dedup.output_fields()
     assert (cfg.tokenize.executor, cfg.tokenize.ray_address) == ("ray", "ray://head:10001")
     assert cfg.tokenize.output_fields() == base.tokenize.output_fields()
+    assert (cfg.stats.executor, cfg.stats.ray_address) == ("ray", "ray://head:10001")
+    assert cfg.stats.output_fields() == base.stats.output_fields()
     assert (cfg.filter.filters, cfg.filter.read) == (base.filter.filters, base.filter.read)
