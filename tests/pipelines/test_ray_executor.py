@@ -1,7 +1,8 @@
 """The data stages on a real local Ray cluster (2 CPUs, no dashboard, bound to 127.0.0.1): the
-outputs of filter and dedup are byte-identical to the local executor's and conservation holds; a
-worker killed with kill -9 in the middle of a task (of either stage) has its task retried, and the
-output is still identical; `hgpt data run --executor ray` starts its own cluster.
+outputs of filter, dedup, tokenize and statistics are byte-identical to the local executor's and
+conservation holds; a worker killed with kill -9 in the middle of a task (of filter or dedup) has
+its task retried, and the output is still identical; `hgpt data run --executor ray` starts its own
+cluster and runs all four stages there.
 
 Skipped only where Ray is not installed and CI is not set (the test install, scripts/test.sh,
 installs the [ray] extra); under CI a missing Ray fails."""
@@ -123,6 +124,29 @@ def test_filter_and_dedup_on_ray_are_byte_identical_to_local(ray_cluster, tmp_pa
     assert (d_ray.exact_duplicates, d_ray.near_duplicates) == (d_local.exact_duplicates, d_local.near_duplicates)
     assert _bytes(tmp_path / "d-ray", ("kept.parquet", "duplicates.parquet")) == \
         _bytes(tmp_path / "d-local", ("kept.parquet", "duplicates.parquet"))
+
+
+def test_tokenize_and_statistics_on_ray_are_byte_identical_to_local(ray_cluster, tmp_path):
+    from pipelines.stats import StatsConfig, compute_statistics
+    from pipelines.tokenize import TokenizeConfig, tokenize_documents
+
+    snap = local_snapshot(_snapshot_dir(tmp_path))
+    f = filter_snapshot(snap, tmp_path / "f", FilterStageConfig(read=READ, workers=1))
+    d = dedup_snapshot(f.kept_path, tmp_path / "d", cfg=DedupConfig(workers=1, tasks=1))
+    kept = tmp_path / "kept-small-groups.parquet"  # several row groups: several tasks per stage
+    pq.write_table(pq.read_table(d.kept_path), kept, row_group_size=4)
+    tok = TokenizeConfig(shard_tokens=3000, val_min_tokens=2000, shuffle_bucket_bytes=4096, workers=1, tasks=1)
+    t_local = tokenize_documents(kept, tmp_path / "t-local", tok)
+    t_ray = tokenize_documents(kept, tmp_path / "t-ray", replace(tok, tasks=4, executor="ray"))
+    assert t_ray.tasks == 4 and t_ray.docs == d.kept and t_ray.shuffle_buckets > 1 and len(t_ray.shards) > 2
+    assert _outputs(tmp_path / "t-ray") == _outputs(tmp_path / "t-local")
+    args = (kept, f.rejected_path, d.duplicates_path, t_local.manifest_path)
+    s_local = compute_statistics(*args, tmp_path / "s-local", "k", StatsConfig(workers=1, tasks=1))
+    s_ray = compute_statistics(*args, tmp_path / "s-ray", "k", StatsConfig(tasks=3, executor="ray"))
+    assert s_ray.tasks > s_local.tasks and s_ray.summary == s_local.summary
+    assert s_ray.summary["kept_documents"] + s_ray.summary["duplicate_documents"] == d.docs_in
+    files = lambda out: {p.name: p.read_bytes() for p in out.iterdir() if p.name != "_SUCCESS.json"}  # noqa: E731
+    assert files(tmp_path / "s-ray") == files(tmp_path / "s-local")
 
 
 STALLED_TASK = 1
