@@ -25,7 +25,7 @@ StageExecutor = Enum("StageExecutor", {name: name for name in EXECUTORS}, type=s
 
 
 class TaskStageConfig(Config):
-    """Where a stage run as tasks (filter, dedup) runs them; never changes its output."""
+    """Where a stage run as tasks (filter, dedup, tokenize) runs them; never changes its output."""
 
     executor: StageExecutor = Field(
         default="local", description="local: this step's processes; ray: the cluster of the `ray` "
@@ -60,7 +60,7 @@ class StageConfig(Config):
     force: bool = Field(default=False, description="Recompute even if an identical output exists.")
 
 
-class TokenizeAssetConfig(Config):
+class TokenizeAssetConfig(TaskStageConfig):
     """The tokenize stage of one snapshot."""
 
     val_fraction: float | None = Field(

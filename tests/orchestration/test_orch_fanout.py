@@ -1,6 +1,6 @@
-"""Dagster fans a snapshot's filter and dedup stages out over their tasks: a real instance (SQLite,
-in the module's workspace) runs raw -> filtered -> deduplicated with the multiprocess executor,
-with steps over the stages' tasks. A task step that fails (its part cannot be renamed into place)
+"""Dagster fans a snapshot's filter, dedup and tokenize stages out over their tasks: a real instance
+(SQLite, in the module's workspace) runs raw -> filtered -> deduplicated -> token_shards with the
+multiprocess executor, with steps over the stages' tasks. A task step that fails (its part cannot be renamed into place)
 fails the run with the other tasks' completion records written and its own not; re-executed from
 failure, only that step and the ones after it run, and every output is byte-identical to the
 in-process stages'."""
@@ -13,10 +13,12 @@ pytestmark = pytest.mark.slow
 
 STAGES = {"filtered": ("kept.parquet", "rejected.parquet"), "dedup": ("kept.parquet", "duplicates.parquet")}
 DEDUP_CONFIG = {"workers": 2}
+SHARD_TOKENS = 4096
 # One filter task a step (so a failed task is redone alone); dedup's task lists (2 signature
 # tasks, 15 buckets, 2 removal tasks) in at most 2 steps each.
 RUN_CONFIG = {"ops": {"filtered_documents": {"config": {"max_task_steps": 3}},
-                      "deduplicated_documents": {"config": {**DEDUP_CONFIG, "max_task_steps": 2}}}}
+                      "deduplicated_documents": {"config": {**DEDUP_CONFIG, "max_task_steps": 2}},
+                      "token_shards": {"config": {"shard_tokens": SHARD_TOKENS}}}}
 
 
 def fanout_job():
@@ -27,7 +29,8 @@ def fanout_job():
     from pipelines.definitions import build_definitions
     from pipelines.orchestration.mlflow_resource import MLflowTracking
 
-    stages = define_asset_job("stages", selection=["raw_documents", "filtered_documents", "deduplicated_documents"])
+    stages = define_asset_job("stages", selection=["raw_documents", "filtered_documents", "deduplicated_documents",
+                                                   "token_shards"])
     defs = build_definitions({"mlflow": MLflowTracking(enabled=False)}, fanout=True)
     return Definitions.merge(defs, Definitions(jobs=[stages])).resolve_job_def("stages")
 
@@ -47,6 +50,7 @@ def test_stage_tasks_run_as_steps_and_a_failed_one_is_redone_alone(workspace_roo
     from pipelines.orchestration.paths import Workspace
     from pipelines.orchestration.resources import WorkspaceResource
     from pipelines.sources import local_snapshot
+    from pipelines.tokenize import TokenizeConfig, tokenize_documents
     from stage_snapshot import register_snapshot, write_snapshot
 
     snapshot_dir = write_snapshot(tmp_path / "inbox" / "snap")
@@ -88,8 +92,9 @@ def test_stage_tasks_run_as_steps_and_a_failed_one_is_redone_alone(workspace_roo
     dedup_steps = sorted(s.split(".", 1)[1] for s in ran if s.startswith("deduplicated_documents.") and "[" in s)
     assert [s.split("[")[0] for s in dedup_steps] == ["dedup_matching_task"] * 2 + ["dedup_removal_task"] * 2 + \
         ["dedup_signatures_task"] * 2
-    assert set(materialized) == {"filtered_documents", "deduplicated_documents"}
-    assert checks == {"filtered_documents": True, "deduplicated_documents": True}
+    assert any(s.startswith("token_shards.tokenize_tokens_task[") for s in ran)
+    assert set(materialized) == {"filtered_documents", "deduplicated_documents", "token_shards"}
+    assert checks == {"filtered_documents": True, "deduplicated_documents": True, "token_shards": True}
     assert materialized["filtered_documents"]["tasks"].value == 3
     assert materialized["deduplicated_documents"]["exact_duplicates"].value > 0
 
@@ -97,8 +102,12 @@ def test_stage_tasks_run_as_steps_and_a_failed_one_is_redone_alone(workspace_roo
     snapshot = local_snapshot(snapshot_dir)
     ref = tmp_path / "in-process"
     filtered = filter_snapshot(snapshot, ref / "filtered", FilterStageConfig(workers=1))
-    dedup_snapshot(filtered.kept_path, ref / "dedup", ref / "dedup-index", DedupConfig(**DEDUP_CONFIG), snapshot_key=key)
-    for stage, names in STAGES.items():
+    dedup = dedup_snapshot(filtered.kept_path, ref / "dedup", ref / "dedup-index", DedupConfig(**DEDUP_CONFIG),
+                           snapshot_key=key)
+    tokenize_documents(dedup.kept_path, ref / "shards", TokenizeConfig(shard_tokens=SHARD_TOKENS))
+    shards = sorted(p.name for p in (ref / "shards").iterdir() if p.suffix in (".bin", ".parquet"))
+    assert "manifest.parquet" in shards and len(shards) > 2
+    for stage, names in {**STAGES, "shards": shards}.items():
         for name in names:
             assert (data / stage / name).read_bytes() == (ref / stage / name).read_bytes(), f"{stage}/{name}"
     assert materialized["filtered_documents"]["kept_sha256"].value == filtered.kept_sha256

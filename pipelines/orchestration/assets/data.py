@@ -3,7 +3,7 @@
 Each asset is a thin call of a plain stage function of `pipelines` (which writes its output
 atomically under workspace/data/<snapshot>/<stage> and skips work it already did with the same
 inputs), plus metadata for the Dagster UI and an MLflow run. The stages run as tasks (filter,
-dedup) are split into `prepare_*` and `report_*`, so the same code serves their one-step assets
+dedup, tokenize) are split into `prepare_*` and `report_*`, so the same code serves their one-step assets
 (tasks on the configured executor, local or Ray) and their fanned-out graphs (assets/fanout.py:
 the tasks as Dagster steps).
 """
@@ -372,10 +372,9 @@ def _manifest_shard_counts(manifest: list[dict]) -> dict[str, int | None]:
     return counts
 
 
-@asset(
+TOKENIZE_ASSET = dict(
     partitions_def=registry.SNAPSHOTS,
     group_name=GROUP,
-    deps=[deduplicated_documents],
     kinds={"numpy"},
     code_version="tokenize-1",
     description="GPT-2 BPE token shards in llm.c's .bin format (val_000000.bin first, then "
@@ -383,23 +382,30 @@ def _manifest_shard_counts(manifest: list[dict]) -> dict[str, int | None]:
     check_specs=[AssetCheckSpec("shard_headers_match_manifest", asset="token_shards",
                                 description="every shard header is valid and agrees with manifest.parquet")],
 )
-def token_shards(context: AssetExecutionContext, config: TokenizeAssetConfig,
-                 workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
+
+
+def prepare_tokenize(key: str, config: TokenizeAssetConfig, workspace: WorkspaceResource,
+                     ray: RayCluster | None) -> PreparedStage:
     from dataclasses import replace
 
     from pipelines.tokenize import TokenizeConfig, tokenize_documents
 
-    key = context.partition_key
     docs = _upstream_kept(workspace, key, "dedup", "deduplicated_documents")
     out = stage_dir(workspace, key, "shards")
     _fresh(out, config.force)
-    cfg = TokenizeConfig()
+    cfg = TokenizeConfig(**_executor_settings(config, ray))
     if config.val_fraction is not None:
         cfg = replace(cfg, val_fraction=config.val_fraction)
     if config.shard_tokens is not None:
         cfg = replace(cfg, shard_tokens=config.shard_tokens)
+    return PreparedStage(cfg, out, functools.partial(tokenize_documents, docs, out, cfg), input=docs)
+
+
+def report_tokenize(context, config: TokenizeAssetConfig, mlflow: MLflowTracking, stage: PreparedStage,
+                    run_stage: Callable[[], Any]) -> tuple[dict, list[AssetCheckResult]]:
+    cfg, docs, out = stage.cfg, stage.input, stage.out
     with mlflow.asset_run(context, experiment="data") as run:
-        result = tokenize_documents(docs, out, cfg)
+        result = run_stage()
         manifest = Path(result.manifest_path)
         ok, problems = verify_shards(out, manifest)
         docs_in = _count_rows(docs)
@@ -417,7 +423,9 @@ def token_shards(context: AssetExecutionContext, config: TokenizeAssetConfig,
             "shards": len(shards),
             "shard_files": MetadataValue.md(md_table(
                 [{"shard": s, "tokens": _header_tokens(out / s)} for s in shards])),
-            "tokenize_config": json_md({k: v for k, v in asdict(cfg).items() if k != "workers"}),
+            "tokenize_config": json_md(cfg.output_fields()),
+            "tasks": result.tasks,
+            "executor": cfg.executor,
             "manifest": MetadataValue.path(str(manifest)),
             "path": MetadataValue.path(str(out)),
         }
@@ -436,7 +444,13 @@ def token_shards(context: AssetExecutionContext, config: TokenizeAssetConfig,
         metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
                   "shards": len(shards)},
     )
-    return MaterializeResult(metadata=metadata, check_results=[check])
+    return metadata, [check]
+
+
+@asset(deps=[deduplicated_documents], **TOKENIZE_ASSET)
+def token_shards(context: AssetExecutionContext, config: TokenizeAssetConfig,
+                 workspace: WorkspaceResource, mlflow: MLflowTracking, ray: RayCluster) -> MaterializeResult:
+    return _in_one_step(prepare_tokenize, report_tokenize, context, config, workspace, mlflow, ray)
 
 
 def _header_tokens(path: Path) -> int:
@@ -491,7 +505,7 @@ DATA_ASSETS = [raw_documents, filtered_documents, deduplicated_documents, token_
 
 
 def fanned_out_data_assets() -> list:
-    """DATA_ASSETS with filter and dedup each a graph of Dagster steps over its tasks (same keys,
+    """DATA_ASSETS with filter, dedup and tokenize each a graph of Dagster steps over its tasks (same keys,
     config, checks and metadata); their tasks then run where Dagster's executor runs steps, so
     their config's `executor` must stay local."""
     from pipelines.orchestration.assets.fanout import TaskStage, fanned_out
@@ -504,4 +518,8 @@ def fanned_out_data_assets() -> list:
         name="deduplicated_documents", short="dedup", task_lists=("signatures", "matching", "removal"),
         config=DedupAssetConfig, prepare=functools.partial(prepare_dedup, ray=None), report=report_dedup,
         upstream="filtered_documents", asset=DEDUP_ASSET))
-    return [raw_documents, filtered, deduplicated, token_shards, dataset_statistics]
+    shards = fanned_out(TaskStage(
+        name="token_shards", short="tokenize", task_lists=("tokens",), config=TokenizeAssetConfig,
+        prepare=functools.partial(prepare_tokenize, ray=None), report=report_tokenize,
+        upstream="deduplicated_documents", asset=TOKENIZE_ASSET))
+    return [raw_documents, filtered, deduplicated, shards, dataset_statistics]
