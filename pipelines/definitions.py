@@ -36,9 +36,10 @@ from pipelines.orchestration.sensors import HubWatch, fineweb_hub_sensor, snapsh
 def build_definitions(resources: dict | None = None, executor=None, fanout: bool = False) -> Definitions:
     """The project's Definitions; tests pass their own resources (temporary workspace, MLflow),
     a cluster deployment its executor (e.g. dagster_k8s.k8s_job_executor; see
-    pipelines/orchestration/SCALE_OUT.md) and `fanout`: the filter, dedup and tokenize assets as graphs
-    whose task steps run the stage's tasks (the same assets to the user), so they run as separate
-    steps (separate pods under the k8s executor) instead of inside the asset's one step."""
+    pipelines/orchestration/SCALE_OUT.md) and `fanout`: the data stages that run as tasks (filter,
+    dedup, tokenize, statistics) as graphs whose steps run those tasks (the same assets to the
+    user), so they run as separate steps (separate pods under the k8s executor) instead of
+    inside the asset's one step."""
     assets = [*fanned_out_data_assets(), *TRAINING_ASSETS, *EVALUATION_ASSETS] if fanout else ALL_ASSETS
     return Definitions(
         assets=assets,

@@ -25,7 +25,8 @@ StageExecutor = Enum("StageExecutor", {name: name for name in EXECUTORS}, type=s
 
 
 class TaskStageConfig(Config):
-    """Where a stage run as tasks (filter, dedup, tokenize) runs them; never changes its output."""
+    """Where a stage run as tasks (filter, dedup, tokenize, statistics) runs them; never changes
+    its output."""
 
     executor: StageExecutor = Field(
         default="local", description="local: this step's processes; ray: the cluster of the `ray` "
@@ -58,6 +59,10 @@ class StageConfig(Config):
     """Dedup / tokenize / statistics stages."""
 
     force: bool = Field(default=False, description="Recompute even if an identical output exists.")
+
+
+class StatsAssetConfig(StageConfig, TaskStageConfig):
+    """The statistics stage of one snapshot."""
 
 
 class TokenizeAssetConfig(TaskStageConfig):

@@ -1,6 +1,6 @@
-"""Dagster fans a snapshot's filter, dedup and tokenize stages out over their tasks: a real instance
-(SQLite, in the module's workspace) runs raw -> filtered -> deduplicated -> token_shards with the
-multiprocess executor, with steps over the stages' tasks. A task step that fails (its part cannot be renamed into place)
+"""Dagster fans a snapshot's filter, dedup, tokenize and statistics stages out over their tasks: a
+real instance (SQLite, in the module's workspace) runs raw -> filtered -> deduplicated ->
+token_shards -> dataset_statistics with the multiprocess executor, with steps over the stages' tasks. A task step that fails (its part cannot be renamed into place)
 fails the run with the other tasks' completion records written and its own not; re-executed from
 failure, only that step and the ones after it run, and every output is byte-identical to the
 in-process stages'."""
@@ -30,7 +30,7 @@ def fanout_job():
     from pipelines.orchestration.mlflow_resource import MLflowTracking
 
     stages = define_asset_job("stages", selection=["raw_documents", "filtered_documents", "deduplicated_documents",
-                                                   "token_shards"])
+                                                   "token_shards", "dataset_statistics"])
     defs = build_definitions({"mlflow": MLflowTracking(enabled=False)}, fanout=True)
     return Definitions.merge(defs, Definitions(jobs=[stages])).resolve_job_def("stages")
 
@@ -50,6 +50,7 @@ def test_stage_tasks_run_as_steps_and_a_failed_one_is_redone_alone(workspace_roo
     from pipelines.orchestration.paths import Workspace
     from pipelines.orchestration.resources import WorkspaceResource
     from pipelines.sources import local_snapshot
+    from pipelines.stats import StatsConfig, compute_statistics
     from pipelines.tokenize import TokenizeConfig, tokenize_documents
     from stage_snapshot import register_snapshot, write_snapshot
 
@@ -93,7 +94,8 @@ def test_stage_tasks_run_as_steps_and_a_failed_one_is_redone_alone(workspace_roo
     assert [s.split("[")[0] for s in dedup_steps] == ["dedup_matching_task"] * 2 + ["dedup_removal_task"] * 2 + \
         ["dedup_signatures_task"] * 2
     assert any(s.startswith("token_shards.tokenize_tokens_task[") for s in ran)
-    assert set(materialized) == {"filtered_documents", "deduplicated_documents", "token_shards"}
+    assert any(s.startswith("dataset_statistics.stats_kept_task[") for s in ran)
+    assert set(materialized) == {"filtered_documents", "deduplicated_documents", "token_shards", "dataset_statistics"}
     assert checks == {"filtered_documents": True, "deduplicated_documents": True, "token_shards": True}
     assert materialized["filtered_documents"]["tasks"].value == 3
     assert materialized["deduplicated_documents"]["exact_duplicates"].value > 0
@@ -105,9 +107,14 @@ def test_stage_tasks_run_as_steps_and_a_failed_one_is_redone_alone(workspace_roo
     dedup = dedup_snapshot(filtered.kept_path, ref / "dedup", ref / "dedup-index", DedupConfig(**DEDUP_CONFIG),
                            snapshot_key=key)
     tokenize_documents(dedup.kept_path, ref / "shards", TokenizeConfig(shard_tokens=SHARD_TOKENS))
+    # Statistics of the same input files (the ones the run wrote, identical to the above).
+    compute_statistics(data / "dedup" / "kept.parquet", data / "filtered" / "rejected.parquet",
+                       data / "dedup" / "duplicates.parquet", data / "shards" / "manifest.parquet", ref / "stats",
+                       key, StatsConfig())
+    statistics = sorted(p.name for p in (ref / "stats").iterdir() if p.name != "_SUCCESS.json")
     shards = sorted(p.name for p in (ref / "shards").iterdir() if p.suffix in (".bin", ".parquet"))
     assert "manifest.parquet" in shards and len(shards) > 2
-    for stage, names in {**STAGES, "shards": shards}.items():
+    for stage, names in {**STAGES, "shards": shards, "stats": statistics}.items():
         for name in names:
             assert (data / stage / name).read_bytes() == (ref / stage / name).read_bytes(), f"{stage}/{name}"
     assert materialized["filtered_documents"]["kept_sha256"].value == filtered.kept_sha256

@@ -12,7 +12,7 @@ from stage_snapshot import register_snapshot, write_snapshot
 
 pytestmark = pytest.mark.slow
 
-TASK_STAGES = ("filtered_documents", "deduplicated_documents", "token_shards")
+TASK_STAGES = ("filtered_documents", "deduplicated_documents", "token_shards", "dataset_statistics")
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +34,20 @@ def ray_cluster():
 def _materialize(root, snapshot_dir, executor: str) -> dict:
     from dagster import DagsterInstance, materialize
 
-    from pipelines.orchestration.assets.data import (deduplicated_documents, filtered_documents, raw_documents,
-                                                     token_shards)
+    from pipelines.orchestration.assets.data import DATA_ASSETS
     from pipelines.orchestration.mlflow_resource import MLflowTracking
     from pipelines.orchestration.resources import RayCluster, WorkspaceResource
 
     with DagsterInstance.ephemeral() as instance:
         key = register_snapshot(root, instance, snapshot_dir)
         result = materialize(
-            [raw_documents, filtered_documents, deduplicated_documents, token_shards], instance=instance,
-            partition_key=key,
+            DATA_ASSETS, instance=instance, partition_key=key,
             resources={"workspace": WorkspaceResource(root=str(root)), "mlflow": MLflowTracking(enabled=False),
                        "ray": RayCluster()},
             run_config={"ops": {"filtered_documents": {"config": {"executor": executor}},
                                 "deduplicated_documents": {"config": {"executor": executor, "workers": 2}},
-                                "token_shards": {"config": {"executor": executor, "shard_tokens": 4096}}}})
+                                "token_shards": {"config": {"executor": executor, "shard_tokens": 4096}},
+                                "dataset_statistics": {"config": {"executor": executor}}}})
     assert result.success
     assert all(c.passed for c in result.get_asset_check_evaluations())
     return {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
@@ -64,9 +63,11 @@ def test_data_assets_on_ray_match_the_local_executor(ray_cluster, tmp_path):
     for meta in (*local.values(), *on_ray.values()):
         meta.pop("path")
         meta.pop("manifest", None)
+        meta.pop("stats_json", None)
     assert on_ray == local
     filtered, dedup = on_ray["filtered_documents"], on_ray["deduplicated_documents"]
     assert filtered["tasks"] == 3 and dedup["tasks"] == 2
     assert filtered["documents_in"] == 44 and filtered["kept"] == dedup["documents_in"]
     assert dedup["exact_duplicates"] > 0 and len(dedup["kept_sha256"]) == 64
     assert on_ray["token_shards"]["documents"] == dedup["kept"] and len(on_ray["token_shards"]["content_hash"]) == 64
+    assert on_ray["dataset_statistics"]["tasks"] > 3 and "data:image/png;base64," in on_ray["dataset_statistics"]["plots"]

@@ -2,8 +2,8 @@
 
 Each asset is a thin call of a plain stage function of `pipelines` (which writes its output
 atomically under workspace/data/<snapshot>/<stage> and skips work it already did with the same
-inputs), plus metadata for the Dagster UI and an MLflow run. The stages run as tasks (filter,
-dedup, tokenize) are split into `prepare_*` and `report_*`, so the same code serves their one-step assets
+inputs), plus metadata for the Dagster UI and an MLflow run. The stages (filter, dedup,
+tokenize, statistics), run as tasks, are split into `prepare_*` and `report_*`, so the same code serves their one-step assets
 (tasks on the configured executor, local or Ray) and their fanned-out graphs (assets/fanout.py:
 the tasks as Dagster steps).
 """
@@ -31,8 +31,8 @@ from pydantic import Field
 
 from pipelines import atomic
 from pipelines.orchestration import snapshots as registry
-from pipelines.orchestration.configs import (FilterAssetConfig, StageConfig, TaskStageConfig,
-                                             TokenizeAssetConfig)
+from pipelines.orchestration.configs import (FilterAssetConfig, StageConfig, StatsAssetConfig,
+                                             TaskStageConfig, TokenizeAssetConfig)
 from pipelines.orchestration.metadata import counts_table, json_md, md_table, png_markdown
 from pipelines.orchestration.mlflow_resource import MLflowTracking, log_table_artifact
 from pipelines.orchestration.resources import RayCluster, WorkspaceResource
@@ -459,29 +459,36 @@ def _header_tokens(path: Path) -> int:
     return read_header(path)
 
 
-@asset(
+STATS_ASSET = dict(
     partitions_def=registry.SNAPSHOTS,
     group_name=GROUP,
-    deps=[filtered_documents, deduplicated_documents, token_shards],
     kinds={"duckdb"},
     code_version="stats-1",
     description="Dataset statistics computed with DuckDB over the stage outputs: counts, length and "
     "token distributions, rejection reasons, as parquet/JSON tables and PNG plots.",
 )
-def dataset_statistics(context: AssetExecutionContext, config: StageConfig,
-                       workspace: WorkspaceResource, mlflow: MLflowTracking) -> MaterializeResult:
-    from pipelines.stats import compute_statistics
 
-    key = context.partition_key
+
+def prepare_stats(key: str, config: StatsAssetConfig, workspace: WorkspaceResource,
+                  ray: RayCluster | None) -> PreparedStage:
+    from pipelines.stats import StatsConfig, compute_statistics
+
     base = workspace.ws().snapshot_dir(key)
     out = base / "stats"
     _fresh(out, config.force)
+    cfg = StatsConfig(**_executor_settings(config, ray))
+    run = functools.partial(
+        compute_statistics, base / "dedup" / "kept.parquet", base / "filtered" / "rejected.parquet",
+        base / "dedup" / "duplicates.parquet", base / "shards" / "manifest.parquet", out,
+        snapshot_key=key, cfg=cfg)
+    return PreparedStage(cfg, out, run)
+
+
+def report_stats(context, config: StatsAssetConfig, mlflow: MLflowTracking, stage: PreparedStage,
+                 run_stage: Callable[[], Any]) -> tuple[dict, list]:
+    out = stage.out
     with mlflow.asset_run(context, experiment="data") as run:
-        result = compute_statistics(
-            base / "dedup" / "kept.parquet", base / "filtered" / "rejected.parquet",
-            base / "dedup" / "duplicates.parquet", base / "shards" / "manifest.parquet",
-            out, snapshot_key=key,
-        )
+        result = run_stage()
         summary = {k: v for k, v in result.summary.items() if k != "quantile_levels"}
         tables = json.loads(Path(result.stats_json).read_text())
         metadata = {
@@ -490,22 +497,30 @@ def dataset_statistics(context: AssetExecutionContext, config: StageConfig,
             "per_split": MetadataValue.md(md_table(tables.get("per_split", []))),
             "top_domains": MetadataValue.md(md_table(tables.get("top_domains", []))),
             "stats_json": MetadataValue.path(result.stats_json),
+            "tasks": result.tasks,
+            "executor": stage.cfg.executor,
             "path": MetadataValue.path(str(out)),
         }
         if result.plots:
-            metadata["plots"] = png_markdown(result.plots, f"Snapshot {key}")
+            metadata["plots"] = png_markdown(result.plots, f"Snapshot {context.partition_key}")
         if run is not None:
             run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
             run.log_artifacts(out, "statistics")
             metadata.update(run.dagster_metadata())
-    return MaterializeResult(metadata=metadata)
+    return metadata, []
+
+
+@asset(deps=[filtered_documents, deduplicated_documents, token_shards], **STATS_ASSET)
+def dataset_statistics(context: AssetExecutionContext, config: StatsAssetConfig,
+                       workspace: WorkspaceResource, mlflow: MLflowTracking, ray: RayCluster) -> MaterializeResult:
+    return _in_one_step(prepare_stats, report_stats, context, config, workspace, mlflow, ray)
 
 
 DATA_ASSETS = [raw_documents, filtered_documents, deduplicated_documents, token_shards, dataset_statistics]
 
 
 def fanned_out_data_assets() -> list:
-    """DATA_ASSETS with filter, dedup and tokenize each a graph of Dagster steps over its tasks (same keys,
+    """DATA_ASSETS with filter, dedup, tokenize and statistics each a graph of Dagster steps over its tasks (same keys,
     config, checks and metadata); their tasks then run where Dagster's executor runs steps, so
     their config's `executor` must stay local."""
     from pipelines.orchestration.assets.fanout import TaskStage, fanned_out
@@ -513,13 +528,17 @@ def fanned_out_data_assets() -> list:
     filtered = fanned_out(TaskStage(
         name="filtered_documents", short="filter", task_lists=("filter",), config=FilterAssetConfig,
         prepare=functools.partial(prepare_filter, ray=None), report=report_filter,
-        upstream="raw_documents", asset=FILTER_ASSET))
+        upstream=("raw_documents",), asset=FILTER_ASSET))
     deduplicated = fanned_out(TaskStage(
         name="deduplicated_documents", short="dedup", task_lists=("signatures", "matching", "removal"),
         config=DedupAssetConfig, prepare=functools.partial(prepare_dedup, ray=None), report=report_dedup,
-        upstream="filtered_documents", asset=DEDUP_ASSET))
+        upstream=("filtered_documents",), asset=DEDUP_ASSET))
     shards = fanned_out(TaskStage(
         name="token_shards", short="tokenize", task_lists=("tokens",), config=TokenizeAssetConfig,
         prepare=functools.partial(prepare_tokenize, ray=None), report=report_tokenize,
-        upstream="deduplicated_documents", asset=TOKENIZE_ASSET))
-    return [raw_documents, filtered, deduplicated, shards, dataset_statistics]
+        upstream=("deduplicated_documents",), asset=TOKENIZE_ASSET))
+    statistics = fanned_out(TaskStage(
+        name="dataset_statistics", short="stats", task_lists=("manifest", "rows", "kept"), config=StatsAssetConfig,
+        prepare=functools.partial(prepare_stats, ray=None), report=report_stats,
+        upstream=("filtered_documents", "deduplicated_documents", "token_shards"), asset=STATS_ASSET))
+    return [raw_documents, filtered, deduplicated, shards, statistics]

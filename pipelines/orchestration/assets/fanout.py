@@ -149,7 +149,7 @@ class TaskStage:
     config: type
     prepare: Callable
     report: Callable
-    upstream: str
+    upstream: tuple[str, ...]
     asset: dict
 
 
@@ -158,27 +158,30 @@ def fanned_out(stage: TaskStage):
     task steps, then finish.
     Its run config is the asset's (`ops: {<name>: {config: ...}}`), handed to every plan step and
     to finish; its key, partitions, checks and upstream are the one-step asset's."""
-    (check_spec,) = stage.asset["check_specs"]  # finish yields one check result
+    checks = [spec.name for spec in stage.asset.get("check_specs", [])]
+    assert len(checks) <= 1, "finish yields one check result at most"
     plans, tasks = [], []
     for i, list_name in enumerate(stage.task_lists):
         plans.append(_plan_op(stage, i, list_name))
         tasks.append(op(name=f"{stage.short}_{list_name}_task", out=Out(io_manager_key=IO_MANAGER), description=f"Consecutive {list_name} tasks of {stage.name}.",
                         tags={"hgpt/fan-out": stage.name})(_task_body))
-    finish = _finish_op(stage)
+    finish = _finish_op(stage, with_check=bool(checks))
     op_names = [p.name for p in plans] + [finish.name]
 
     def to_ops(config: dict) -> dict:
         return {name: {"config": config} for name in op_names}
 
-    @graph_asset(name=stage.name, ins={"upstream": AssetIn(key=stage.upstream, dagster_type=Nothing)},
+    @graph_asset(name=stage.name, ins={name: AssetIn(key=name, dagster_type=Nothing) for name in stage.upstream},
                  config=ConfigMapping(config_fn=to_ops, config_schema=stage.config.to_config_schema()),
                  **stage.asset)
-    def _asset(upstream):
+    def _asset(**upstream):
         done = None
         for plan, task in zip(plans, tasks):
-            done = (plan(upstream) if done is None else plan(done)).map(task).collect()
+            done = (plan(list(upstream.values())) if done is None else plan(done)).map(task).collect()
+        if not checks:
+            return {"result": finish(done)}
         result, check = finish(done)
-        return {"result": result, f"{stage.name}_{check_spec.name}": check}
+        return {"result": result, f"{stage.name}_{checks[0]}": check}
 
     return _asset
 
@@ -197,7 +200,7 @@ def _plan_op(stage: TaskStage, index: int, list_name: str):
 
     spec = dict(name=f"{stage.short}_plan_{list_name}", out=DynamicOut(io_manager_key=IO_MANAGER),
                 description=f"The {list_name} tasks of {stage.name} (the stage replayed up to them).")
-    if index == 0:  # after the upstream asset, whose value is not passed
+    if index == 0:  # after the upstream assets, whose values are not passed
         @op(ins={"after": In(Nothing)}, **spec)
         def _first(context: OpExecutionContext, config: stage.config, workspace: WorkspaceResource):
             yield from jobs(context, config, workspace)
@@ -209,9 +212,9 @@ def _plan_op(stage: TaskStage, index: int, list_name: str):
     return _next
 
 
-def _finish_op(stage: TaskStage):
+def _finish_op(stage: TaskStage, with_check: bool):
     @op(name=f"{stage.short}_finish",
-        out={"result": Out(Nothing), "check": Out(Nothing)},
+        out={"result": Out(Nothing), **({"check": Out(Nothing)} if with_check else {})},
         description=f"Merges {stage.name}'s finished tasks, as the in-process stage, and reports it.")
     def _finish(context: OpExecutionContext, config: stage.config, workspace: WorkspaceResource,
                 mlflow: MLflowTracking, after: list):
