@@ -2,10 +2,10 @@
 the whole process tree (the dedup runs in a child process, its pool's workers under it), with 1
 and 2 workers.
 
-The corpus is FineWeb-like in shape (it is not FineWeb): ~3000-character pages cut from the docs
-sample in ../shared, each document a page with a third of its words replaced (so documents are
-distinct, as most web pages are), plus 10% near copies of earlier documents (2% of the words
-changed) and 3% exact copies (case changed).
+The corpus is FineWeb-like in shape (it is not FineWeb), benchmarks/corpus.py's `dedup` flavour:
+~3000-character pages cut from the docs sample in ../shared, each document a page with a third of
+its words replaced (so documents are distinct, as most web pages are), plus 10% near copies of
+earlier documents (2% of the words changed) and 3% exact copies (case changed).
 
 Besides wall time it prints documents per CPU-second of the whole tree, the per-core rate that
 still means something when other work shares the machine's cores.
@@ -25,27 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
+from corpus import REPO, write_corpus
+from process_tree import run_measured
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from pipelines.filtering import KEPT_SCHEMA  # noqa: E402
-
-SAMPLES = REPO / ".." / "shared" / "data" / "docs-sample"
-PAGE_CHARS = 3000
 OLD = {"docs_per_s": 810, "peak_rss_mb": {"20000": 311, "40000": 422, "80000": 603}}
 
 RUN = """
@@ -57,101 +45,11 @@ print(json.dumps({"seconds": time.perf_counter() - t0, **r.to_dict()}))
 """
 
 
-def pages() -> list[list[str]]:
-    out = []
-    for f in sorted(SAMPLES.glob("snapshot-*/*.parquet")):
-        for text in pq.read_table(f, columns=["text"])["text"].to_pylist():
-            words = text.split()
-            page, size = [], 0
-            for w in words:
-                page.append(w)
-                size += len(w) + 1
-                if size >= PAGE_CHARS:
-                    out.append(page)
-                    page, size = [], 0
-    if not out:
-        sys.exit(f"no docs sample under {SAMPLES}")
-    return out
-
-
-def write_corpus(path: Path, n: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    base = pages()
-    vocab = sorted({w for p in base[:200] for w in p})
-    made: list[str] = []  # a window of recent documents to copy from
-    writer = pq.ParquetWriter(path, KEPT_SCHEMA, compression="zstd")
-    rows: list[dict] = []
-    for i in range(n):
-        roll = rng.random()
-        if made and roll < 0.03:
-            text = rng.choice(made).upper()
-        elif made and roll < 0.13:
-            words = rng.choice(made).split()
-            for j in rng.sample(range(len(words)), len(words) // 50):
-                words[j] = rng.choice(vocab)
-            text = " ".join(words)
-        else:
-            words = list(base[i % len(base)])
-            for j in rng.sample(range(len(words)), len(words) // 3):
-                words[j] = rng.choice(vocab)
-            text = " ".join(words)
-        made.append(text)
-        if len(made) > 2000:
-            made.pop(rng.randrange(len(made)))
-        rows.append({"text": text, "id": f"<urn:uuid:bench-{i:09d}>", "source_file": "bench.parquet",
-                     "source_row": i})
-        if len(rows) == 1000:
-            writer.write_table(pa.Table.from_pylist(rows, schema=KEPT_SCHEMA))
-            rows = []
-    if rows:
-        writer.write_table(pa.Table.from_pylist(rows, schema=KEPT_SCHEMA))
-    writer.close()
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:  # it has just exited
-        return 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def run_dedup(kept: Path, out: Path, workers: int) -> dict:
-    cpu0 = _children_cpu()
-    child = subprocess.Popen([sys.executable, "-c", RUN, str(kept), str(out), str(workers)], cwd=REPO,
-                             stdout=subprocess.PIPE, text=True)
-    proc = psutil.Process(child.pid)
-    peak = 0
-    done = threading.Event()
-
-    def watch() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, tree_rss(proc))
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    stdout, _ = child.communicate()
-    done.set()
-    watcher.join()
-    if child.returncode != 0:
-        sys.exit(f"dedup failed (exit {child.returncode})")
-    # CPU time of the child and the pool workers it waited for: docs per CPU-second is the
-    # per-core rate even when other work shares the cores (wall time then says little).
-    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mb": round(peak / 2**20),
-            "cpu_seconds": _children_cpu() - cpu0}
+    code, stdout, peak, cpu = run_measured([sys.executable, "-c", RUN, str(kept), str(out), str(workers)], REPO)
+    if code != 0:
+        sys.exit(f"dedup failed (exit {code})")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mb": round(peak / 2**20), "cpu_seconds": cpu}
 
 
 def main() -> None:
