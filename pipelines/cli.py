@@ -57,6 +57,7 @@ def _tokenize_cfg(args):
     from pipelines.tokenize import TokenizeConfig
 
     cfg = TokenizeConfig(shard_tokens=args.shard_tokens, val_fraction=args.val_fraction,
+                         val_min_tokens=args.val_min_tokens, val_max_share=args.val_max_share,
                          executor=args.executor, ray_address=args.ray_address)
     return replace(cfg, workers=args.workers) if args.workers else cfg
 
@@ -116,6 +117,7 @@ def cmd_tokenize(args) -> int:
 
     with _bar("tokenize") as bar:  # closed (and cleared) before an error is printed
         result = tokenize_documents(args.docs, args.out, _tokenize_cfg(args), progress=bar)
+    _say_val_note(result.val_note)
     _print(result.to_dict())
     return 0
 
@@ -147,6 +149,7 @@ def _run(snapshot, args) -> int:
         f"+ {c['duplicates']} duplicates; {c['tokens']} tokens; skipped files: {len(c['skipped_files'])}",
         file=sys.stderr,
     )
+    _say_val_note(result.tokenize.val_note)
     _print(result.to_dict())
     return 0
 
@@ -190,8 +193,22 @@ def _dedup_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tokenize_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shard-tokens", type=int, default=100_000_000)
-    p.add_argument("--val-fraction", type=float, default=0.01)
+    from dataclasses import fields
+
+    from pipelines.tokenize import TokenizeConfig
+
+    p.add_argument("--shard-tokens", type=int, default=TokenizeConfig.shard_tokens)
+    for f in fields(TokenizeConfig):  # the validation split's settings, as the dataclass has them
+        if f.name.startswith("val_"):
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                           help=f"{f.metadata['help']} (default {f.default:g})")
+
+
+def _say_val_note(val_note: str) -> None:
+    """The tokenize stage's note that validation holds fewer than --val-min-tokens, on stderr
+    (the JSON on stdout carries it too, as val_note)."""
+    if val_note:
+        print(f"hgpt data: note: {val_note}", file=sys.stderr)
 
 
 def _guarded(func):

@@ -17,6 +17,7 @@ from pydantic import Field, create_model
 
 from model.config import GPTConfig
 from pipelines.executors import EXECUTORS
+from pipelines.tokenize import TokenizeConfig
 from training.config import TRAIN_PRESETS, TrainConfig, field_specs, preset_values
 
 
@@ -65,14 +66,27 @@ class StatsAssetConfig(StageConfig, TaskStageConfig):
     """The statistics stage of one snapshot."""
 
 
+def _tokenize_setting(name: str):
+    """A Launchpad field for TokenizeConfig's `name`: null keeps the stage's default, and the
+    description is the dataclass's help text with that default."""
+    spec = next(f for f in dataclasses.fields(TokenizeConfig) if f.name == name)
+    return Field(default=None, description=f"{spec.metadata['help'][0].upper()}{spec.metadata['help'][1:]} "
+                 f"(null: the stage's default, {spec.default!r}).")
+
+
 class TokenizeAssetConfig(TaskStageConfig):
     """The tokenize stage of one snapshot."""
 
-    val_fraction: float | None = Field(
-        default=None, description="Fraction of documents held out as val shards (null: pipeline default)."
-    )
+    val_fraction: float | None = _tokenize_setting("val_fraction")
+    val_min_tokens: int | None = _tokenize_setting("val_min_tokens")
+    val_max_share: float | None = _tokenize_setting("val_max_share")
     shard_tokens: int | None = Field(default=None, description="Tokens per shard (null: pipeline default).")
     force: bool = Field(default=False, description="Recompute even if an identical output exists.")
+
+    def tokenize_overrides(self) -> dict:
+        """The TokenizeConfig settings this run config sets (not null)."""
+        return {name: getattr(self, name) for name in ("val_fraction", "val_min_tokens", "val_max_share",
+                                                       "shard_tokens") if getattr(self, name) is not None}
 
 
 class EvaluationConfig(Config):

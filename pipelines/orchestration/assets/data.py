@@ -393,11 +393,7 @@ def prepare_tokenize(key: str, config: TokenizeAssetConfig, workspace: Workspace
     docs = _upstream_kept(workspace, key, "dedup", "deduplicated_documents")
     out = stage_dir(workspace, key, "shards")
     _fresh(out, config.force)
-    cfg = TokenizeConfig(**_executor_settings(config, ray))
-    if config.val_fraction is not None:
-        cfg = replace(cfg, val_fraction=config.val_fraction)
-    if config.shard_tokens is not None:
-        cfg = replace(cfg, shard_tokens=config.shard_tokens)
+    cfg = replace(TokenizeConfig(**_executor_settings(config, ray)), **config.tokenize_overrides())
     return PreparedStage(cfg, out, functools.partial(tokenize_documents, docs, out, cfg), input=docs)
 
 
@@ -424,13 +420,15 @@ def report_tokenize(context, config: TokenizeAssetConfig, mlflow: MLflowTracking
             "shard_files": MetadataValue.md(md_table(
                 [{"shard": s, "tokens": _header_tokens(out / s)} for s in shards])),
             "tokenize_config": json_md(cfg.output_fields()),
+            "val_note": result.val_note or "none",  # why validation holds fewer than val_min_tokens
             "tasks": result.tasks,
             "executor": cfg.executor,
             "manifest": MetadataValue.path(str(manifest)),
             "path": MetadataValue.path(str(out)),
         }
         if run is not None:
-            run.log_params({"val_fraction": cfg.val_fraction, "shard_tokens": cfg.shard_tokens})
+            run.log_params({"val_fraction": cfg.val_fraction, "val_min_tokens": cfg.val_min_tokens,
+                            "val_max_share": cfg.val_max_share, "shard_tokens": cfg.shard_tokens})
             run.log_metrics({"documents": result.docs, "val_tokens": result.val_tokens,
                              "train_tokens": result.train_tokens, "shards": len(shards)})
             run.set_tags({"content_hash": result.content_hash})
