@@ -34,7 +34,6 @@ from model.hf_interop import config_from_hf, export_hf, hf_config, import_hf
 CONFIG = GPTConfig(block_size=32, vocab_size=300, padded_vocab_size=320, n_layer=2, n_head=2, n_embd=16)
 AS_LIMIT = 3 << 30
 PEAK_RSS_LIMIT_KIB = 1 << 20  # 1 GiB: torch's import is about a third of it
-REFUSAL_SECONDS = 2.0
 
 # Each far over one limit; the others stay valid so the named limit is the one that trips.
 HOSTILE = {
@@ -291,16 +290,16 @@ def _confine():
 
 
 def _refused(*args, expect: str):
-    """Run `hgpt ARGS` in a 3 GiB address space; assert exit 2, one line naming `expect`, a
-    quick refusal and a small peak RSS."""
+    """Run `hgpt ARGS` in a 3 GiB address space; assert exit 2, one line naming `expect` and a
+    small peak RSS: the refusal came before any large allocation. (Wall time is not asserted:
+    it measures the CPU, not the refusal; a 2 s bound failed on a slower 2-core CPU.)"""
     done = subprocess.run([sys.executable, "-c", DRIVER, *map(str, args)], capture_output=True,
                           text=True, preexec_fn=_confine, timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hgpt {args[0]}: error: "), done.stderr[-3000:]
     assert expect in lines[0]
-    seconds, peak_kib = map(float, done.stdout.split()[-2:])
-    assert seconds < REFUSAL_SECONDS, seconds
+    _, peak_kib = map(float, done.stdout.split()[-2:])
     assert peak_kib < PEAK_RSS_LIMIT_KIB, peak_kib
 
 
